@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from cleanroom.errors import CleanroomError
@@ -35,17 +34,12 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, map cleanroom errors to exit code 2."""
+    """Entry point: run the app; a cleanroom error becomes one line and exit code 2.
+
+    Usage errors are reported by the CLI library itself, also with exit code 2.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except CleanroomError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
