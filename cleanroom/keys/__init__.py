@@ -1,0 +1,1 @@
+"""Key material: the consortium secret, organization identities, consortium and ceremony."""
