@@ -1,0 +1,78 @@
+"""Keyed tokens: the only place that hashes normalized identifiers.
+
+Token construction (format version 1), pinned by tests/vectors/tokens.json:
+
+    subkey   = ConsortiumKey.subkey(match_key, FORMAT_VERSION)       (BLAKE3 derive_key)
+    encoding = for each field in the key, in order: "<utf-8 byte length>:<value>"
+    token    = HMAC-SHA256(key = ascii hex of subkey, msg = encoding)[:16]
+
+A key with any missing field has no token. HMAC-SHA256 is the keyed PRF here
+because polars-hash runs it vectorized inside the polars engine (several times
+faster than a per-row keyed BLAKE3 call); the subkeys stay BLAKE3 derivations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import secrets
+from collections.abc import Sequence
+
+import polars as pl
+import pyarrow as pa
+import polars_hash  # noqa: F401  (registers the .chash namespace)
+
+from cleanroom.keys.secret import ConsortiumKey
+
+FORMAT_VERSION = 1
+TOKEN_SCHEME = "hmac-sha256-128/1"
+TOKEN_BYTES = 16
+HANDLE_BYTES = 16
+
+
+def _encoding_expr(fields: Sequence[pl.Expr]) -> pl.Expr:
+    parts: list[pl.Expr] = []
+    for field in fields:
+        parts += [field.str.len_bytes().cast(pl.String), pl.lit(":"), field]
+    return pl.concat_str(parts, ignore_nulls=False)
+
+
+def token_expr(fields: Sequence[pl.Expr], subkey: bytes) -> pl.Expr:
+    """Binary 16-byte token of a tuple of normalized String fields; null if any is null."""
+    digest = _encoding_expr(fields).chash.hmac_sha256(key=subkey.hex())
+    return digest.str.slice(0, 2 * TOKEN_BYTES).str.decode("hex")
+
+
+def key_tokens_expr(
+    field_sources: Sequence[Sequence[pl.Expr]], subkey: bytes
+) -> pl.Expr:
+    """List of distinct tokens of one match key for a row.
+
+    `field_sources[i]` holds one expression per input column that provides the
+    key's i-th field (email and email_2 both give "email"); every combination
+    yields its own token. An empty result is null.
+    """
+    combos = [token_expr(combo, subkey) for combo in itertools.product(*field_sources)]
+    tokens = pl.concat_list(combos).list.drop_nulls().list.unique(maintain_order=True)
+    return pl.when(tokens.list.len() > 0).then(tokens)
+
+
+def token(values: Sequence[str | None], subkey: bytes) -> bytes | None:
+    """Reference implementation of one token, for vectors and other implementations."""
+    if any(v is None for v in values):
+        return None
+    message = b"".join(f"{len(v.encode())}:".encode() + v.encode() for v in values)
+    return hmac.new(subkey.hex().encode(), message, hashlib.sha256).digest()[:TOKEN_BYTES]
+
+
+def subkeys(key: ConsortiumKey, match_keys: Sequence[str]) -> dict[str, bytes]:
+    """Subkey per match key name."""
+    return {name: key.subkey(name, FORMAT_VERSION) for name in match_keys}
+
+
+def random_handles(n: int) -> pl.Series:
+    """Fresh random 128-bit row handles from the OS CSPRNG."""
+    raw = pa.py_buffer(secrets.token_bytes(n * HANDLE_BYTES))
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(HANDLE_BYTES), n, [None, raw])
+    return pl.Series("handle", fixed.cast(pa.binary()))
