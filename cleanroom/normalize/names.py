@@ -1,0 +1,111 @@
+"""Person names: cleaned first/last names, canonical first name, NYSIIS codes, initials.
+
+Cleaning: fold to ASCII, lowercase, apostrophes removed (O'Brien -> obrien),
+other punctuation and hyphens -> space, leading titles (mr, mrs, dr, ...) and
+trailing suffixes (jr, sr, ii, iii, iv, esq, md, phd, ...) dropped when another
+word remains, then the remaining words are joined *without* spaces so that
+"De La Cruz", "de la Cruz" and "Delacruz" agree. For first names, trailing
+one-letter words (a middle initial: "John Q.") are dropped first.
+
+``first_canon`` maps a first name through the nickname table of the
+``nicknames`` package (see ``canonical_table``). Phonetic codes are jellyfish's
+NYSIIS (full length, not truncated to six), lowercased.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import jellyfish
+import polars as pl
+from nicknames import NickNamer
+
+from cleanroom.normalize.generic import as_text, ascii_fold, collapse_spaces, map_distinct, null_if_empty
+
+VERSION = "1"
+
+_TITLES = "mr|mrs|ms|miss|mx|dr|prof|rev|fr|sir|hon|sr"
+_SUFFIXES = "jr|sr|ii|iii|iv|2nd|3rd|4th|esq|md|phd|dds|dvm|cpa|ret"
+
+
+def _words(expr: pl.Expr) -> pl.Expr:
+    """ASCII lowercase words separated by single spaces, titles and suffixes dropped."""
+    s = ascii_fold(as_text(expr)).str.replace_all(r"['`’]", "").str.replace_all(r"[^a-z]+", " ")
+    s = collapse_spaces(s)
+    s = s.str.replace(rf"^(?:(?:{_TITLES}) )+", "")
+    return s.str.replace(rf"(?: (?:{_SUFFIXES}))+$", "")
+
+
+def _join(words: pl.Expr) -> pl.Expr:
+    return null_if_empty(words.str.replace_all(" ", "", literal=True))
+
+
+def first(expr: pl.Expr) -> pl.Expr:
+    """Cleaned first name (trailing initials dropped)."""
+    return _join(_words(expr).str.replace(r"(?: [a-z])+$", ""))
+
+
+def last(expr: pl.Expr) -> pl.Expr:
+    """Cleaned last name."""
+    return _join(_words(expr))
+
+
+def initial(cleaned: pl.Expr) -> pl.Expr:
+    """First letter of an already cleaned name."""
+    return cleaned.str.slice(0, 1)
+
+
+def middle_initial(expr: pl.Expr) -> pl.Expr:
+    """First letter of a middle name."""
+    return initial(_join(_words(expr)))
+
+
+def _nysiis(value: str) -> str | None:
+    return jellyfish.nysiis(value).lower() or None
+
+
+def phonetic(cleaned: pl.Expr) -> pl.Expr:
+    """NYSIIS code of an already cleaned name, once per distinct value."""
+    return map_distinct(cleaned, _nysiis)
+
+
+@cache
+def canonical_table() -> dict[str, str]:
+    """Cleaned name -> canonical first name, derived from the nicknames package.
+
+    The package lists, for a name x, several "canonical" names (bob -> robert,
+    bobby, bert). We pick deterministically: among x's canonicals longer than x,
+    the one sharing the most directly linked names with x, then the one with the
+    most nicknames, then the shortest, then the alphabetically first; repeat
+    from the result until it is stable. A name with no longer canonical is its
+    own canonical. Names absent from the table are unchanged.
+    """
+    nn = NickNamer()
+    nick, canon = nn.nickname_lookup, nn.canonical_lookup
+    clean = {n: re.sub(r"[^a-z]", "", n) for n in set(nick) | set(canon)}
+
+    def linked(x: str) -> set[str]:
+        return {x} | nick.get(x, set()) | canon.get(x, set())
+
+    def step(x: str) -> str:
+        cands = [c for c in canon.get(x, ()) if len(c) > len(x)]
+        if not cands:
+            return x
+        return min(cands, key=lambda c: (-len(linked(x) & linked(c)), -len(nick.get(c, ())), len(c), c))
+
+    table: dict[str, str] = {}
+    for name in sorted(clean):
+        target = name
+        while (nxt := step(target)) != target:
+            target = nxt
+        key = clean[name]
+        if key and key not in table:
+            table[key] = clean[target]
+    return {k: v for k, v in table.items() if k != v}
+
+
+def first_canon(cleaned_first: pl.Expr) -> pl.Expr:
+    """Canonical first name of an already cleaned first name (pure polars lookup)."""
+    table = canonical_table()
+    return cleaned_first.replace(list(table), list(table.values()))

@@ -1,0 +1,80 @@
+"""Phone numbers -> E.164 (``+12025550123``), null when not a valid number.
+
+Polars strips extensions and every character but digits and a leading ``+``.
+North American numbers (``+1`` and ten digits, or ten digits with an optional
+leading 1 when the default region is in the +1 plan) are validated in polars
+against a regular expression built from the phonenumbers metadata, which gives
+the same answer as ``phonenumbers.is_valid_number`` (a test pins this). Every
+other value goes through ``phonenumbers`` once per distinct cleaned value.
+"""
+
+from __future__ import annotations
+
+from functools import cache, partial
+
+import phonenumbers
+import polars as pl
+from phonenumbers import PhoneMetadata
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
+
+from cleanroom.errors import SpecError
+from cleanroom.normalize.generic import as_text, map_distinct
+
+VERSION = "1"
+
+_TYPES = (
+    "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number",
+    "voip", "pager", "uan", "voicemail",
+)
+_EXTENSION = r"(?i)\s*(?:ext\.?|extension|x|#)\s*\d{1,7}\s*$"
+
+
+@cache
+def _nanp_valid_pattern() -> str:
+    """Anchored regex of the ten-digit national numbers valid in any +1 region."""
+    alternatives = []
+    for region in COUNTRY_CODE_TO_REGION_CODE[1]:
+        meta = PhoneMetadata.metadata_for_region(region)
+        for name in _TYPES:
+            desc = getattr(meta, name)
+            if desc is not None and desc.national_number_pattern and 10 in (desc.possible_length or (10,)):
+                alternatives.append(desc.national_number_pattern)
+    return "^(?:" + "|".join(f"(?:{a})" for a in alternatives) + ")$"
+
+
+def _check_region(region: str) -> int:
+    code = phonenumbers.country_code_for_region(region.upper())
+    if code == 0:
+        raise SpecError("default_region is not a known ISO 3166 region code")
+    return code
+
+
+def _parse(value: str, region: str) -> str | None:
+    try:
+        num = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(num):
+        return None
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+def clean_phone(expr: pl.Expr) -> pl.Expr:
+    """Digits with an optional leading '+'; extension and a float's ``.0`` removed; null unless 3-17 digits."""
+    s = as_text(expr).str.replace(_EXTENSION, "").str.replace(r"^(\+?\d+)\.0+$", "$1")
+    digits = s.str.replace_all(r"[^0-9]", "")
+    plus = s.str.contains(r"^[^0-9]*\+")
+    out = pl.when(plus).then(pl.concat_str(pl.lit("+"), digits)).otherwise(digits)
+    return pl.when(digits.str.len_bytes().is_between(3, 17)).then(out)
+
+
+def phone(expr: pl.Expr, default_region: str = "US") -> pl.Expr:
+    """E.164 number, or null when missing or invalid for the default region."""
+    code = _check_region(default_region)
+    s = clean_phone(expr)
+    nanp_shape = r"^(?:\+1|1)?\d{10}$" if code == 1 else r"^\+1\d{10}$"
+    nsn = s.str.slice(-10)
+    fast = s.str.contains(nanp_shape)
+    nanp = pl.when(nsn.str.contains(_nanp_valid_pattern())).then(pl.concat_str(pl.lit("+1"), nsn))
+    slow = map_distinct(pl.when(~fast).then(s), partial(_parse, region=default_region.upper()))
+    return pl.when(fast).then(nanp).otherwise(slow)
