@@ -1,0 +1,5 @@
+"""`python -m cleanroom` runs the CLI."""
+
+from cleanroom.cli import main
+
+main()

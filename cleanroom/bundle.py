@@ -1,0 +1,154 @@
+"""Token bundles: `tokens.parquet` + `manifest.json` + `manifest.sig`.
+
+The manifest describes and pins the parquet file (BLAKE3 digest), and the
+producer's Ed25519 signature covers the manifest's exact bytes. A bundle never
+holds plaintext, the key, or the vault.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import blake3
+import polars as pl
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cleanroom.errors import VerificationError
+from cleanroom.keys.identity import SIGNATURE_PREFIX, Identity, IdentityCard
+from cleanroom.tokens import HANDLE_BYTES, TOKEN_BYTES, TOKEN_SCHEME
+
+BUNDLE_FORMAT = "cleanroom-bundle/1"
+TOKENS_FILE = "tokens.parquet"
+MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "manifest.sig"
+_SIGNING_DOMAIN = SIGNATURE_PREFIX + b"bundle-manifest\x00"
+
+
+class KeyInfo(BaseModel):
+    """One match key in a bundle and how many rows carry a token for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    fields: list[str]
+    non_null: int = Field(ge=0)
+
+
+class Manifest(BaseModel):
+    """Everything a verifier needs to trust and join a bundle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["cleanroom-bundle/1"] = BUNDLE_FORMAT
+    bundle_id: str = Field(default_factory=lambda: secrets.token_hex(16))
+    kind: Literal["partner", "reference"] = "partner"
+    consortium_id: str
+    epoch: int
+    key_fingerprint: str
+    spec_name: str
+    spec_digest: str
+    token_scheme: str = TOKEN_SCHEME
+    normalizer_versions: dict[str, str]
+    row_count: int = Field(ge=0)
+    keys: list[KeyInfo]
+    attributes: list[str] = Field(default_factory=list)
+    tokens_file: str = TOKENS_FILE
+    tokens_digest: str
+    producer: IdentityCard
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+def file_digest(path: Path) -> str:
+    """BLAKE3 of a file's bytes (hex), streamed."""
+    hasher = blake3.blake3()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def sign_manifest(directory: Path, manifest: Manifest, identity: Identity) -> None:
+    """Write manifest.json and its detached signature into a (staging) bundle folder."""
+    body = manifest.model_dump_json(indent=2).encode() + b"\n"
+    (directory / MANIFEST_FILE).write_bytes(body)
+    (directory / SIGNATURE_FILE).write_text(identity.sign(_SIGNING_DOMAIN + body).hex() + "\n")
+
+
+def read_manifest(directory: Path) -> tuple[Manifest, bytes]:
+    """Parse a bundle's manifest without trusting it yet."""
+    directory = Path(directory)
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise VerificationError(f"{directory.name}: no {MANIFEST_FILE}; not a bundle folder")
+    body = path.read_bytes()
+    try:
+        return Manifest.model_validate_json(body), body
+    except ValidationError as exc:
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        raise VerificationError(f"{directory.name}: manifest field {where} is invalid") from None
+
+
+def expected_schema(manifest: Manifest) -> dict[str, pl.DataType]:
+    schema: dict[str, pl.DataType] = {"handle": pl.Binary()}
+    schema |= {key.name: pl.List(pl.Binary()) for key in manifest.keys}
+    schema |= {name: pl.String() for name in manifest.attributes}
+    return schema
+
+
+def verify_bundle(directory: Path, signer: IdentityCard | None = None) -> Manifest:
+    """Check signature, file digest and schema; return the trusted manifest.
+
+    With `signer`, the bundle must also have been signed by that identity.
+    """
+    directory = Path(directory)
+    manifest, body = read_manifest(directory)
+    name = directory.name
+    if signer is not None and signer.fingerprint != manifest.producer.fingerprint:
+        raise VerificationError(f"{name}: signed by {manifest.producer.name}, not {signer.name}")
+    try:
+        signature = bytes.fromhex((directory / SIGNATURE_FILE).read_text().strip())
+    except (OSError, ValueError):
+        raise VerificationError(f"{name}: missing or unreadable {SIGNATURE_FILE}") from None
+    manifest.producer.verify(_SIGNING_DOMAIN + body, signature)
+    tokens = directory / manifest.tokens_file
+    if manifest.tokens_file != TOKENS_FILE or not tokens.is_file():
+        raise VerificationError(f"{name}: {TOKENS_FILE} is missing")
+    if file_digest(tokens) != manifest.tokens_digest:
+        raise VerificationError(f"{name}: {TOKENS_FILE} digest does not match the manifest")
+    _verify_tokens(name, tokens, manifest)
+    return manifest
+
+
+def _verify_tokens(name: str, tokens: Path, manifest: Manifest) -> None:
+    try:
+        schema = dict(pl.read_parquet_schema(tokens))
+    except Exception:  # noqa: BLE001 - any parquet failure means a broken bundle
+        raise VerificationError(f"{name}: {TOKENS_FILE} is not a readable parquet file") from None
+    if schema != expected_schema(manifest):
+        raise VerificationError(f"{name}: {TOKENS_FILE} columns or types differ from the manifest")
+    if pq.ParquetFile(tokens).metadata.num_rows != manifest.row_count:
+        raise VerificationError(f"{name}: row count differs from the manifest")
+    lf = pl.scan_parquet(tokens)
+    checks = [
+        (pl.col("handle").bin.size() != HANDLE_BYTES).any().alias("bad_handle"),
+        (pl.col("handle").n_unique() != pl.len()).alias("dup_handle"),
+    ]
+    for key in manifest.keys:
+        checks.append(pl.col(key.name).is_not_null().sum().alias(f"n:{key.name}"))
+        checks.append(
+            (pl.col(key.name).list.eval(pl.element().bin.size()).list.explode() != TOKEN_BYTES)
+            .any()
+            .alias(f"bad:{key.name}")
+        )
+    result = lf.select(checks).collect().row(0, named=True)
+    if result["bad_handle"] or result["dup_handle"]:
+        raise VerificationError(f"{name}: row handles are malformed or repeated")
+    for key in manifest.keys:
+        if result[f"bad:{key.name}"]:
+            raise VerificationError(f"{name}: key {key.name} holds malformed tokens")
+        if result[f"n:{key.name}"] != key.non_null:
+            raise VerificationError(f"{name}: key {key.name} token count differs from the manifest")

@@ -1,0 +1,317 @@
+"""The partner side: normalize, tokenize and bundle a contact list.
+
+`hash_frame` works in memory on a polars (or pandas) frame; `hash_file` streams
+a CSV or Parquet file in batches, shuffles rows into random order through
+handle-sorted buckets, and publishes the bundle and the vault atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from cleanroom import normalize
+from cleanroom.bundle import TOKENS_FILE, KeyInfo, Manifest, file_digest, sign_manifest
+from cleanroom.errors import InputError, SpecError
+from cleanroom.fsutil import staged_dir
+from cleanroom.inputs import ROW, read_input
+from cleanroom.keys.identity import Identity
+from cleanroom.keys.secret import ConsortiumKey
+from cleanroom.spec import MatchSpec
+from cleanroom.tokens import key_tokens_expr, random_handles, subkeys
+
+VAULT_FILE = "vault.parquet"
+BATCH_ROWS = 250_000
+BUCKET_ROWS = 1_000_000
+
+
+class FieldStats(BaseModel):
+    """Null counts of one mapped input column: missing, or present but invalid."""
+
+    column: str
+    field_type: str
+    missing: int = 0
+    invalid: int = 0
+    reasons: dict[str, int] = Field(default_factory=dict)
+
+
+class HashSummary(BaseModel):
+    """What a hash run did, in counts only."""
+
+    rows: int = 0
+    rows_with_token: int = 0
+    tokens_per_key: dict[str, int] = Field(default_factory=dict)
+    fields: list[FieldStats] = Field(default_factory=list)
+
+    def add(self, other: HashSummary) -> None:
+        self.rows += other.rows
+        self.rows_with_token += other.rows_with_token
+        for key, n in other.tokens_per_key.items():
+            self.tokens_per_key[key] = self.tokens_per_key.get(key, 0) + n
+        if not self.fields:
+            self.fields = [f.model_copy(deep=True) for f in other.fields]
+            return
+        for mine, theirs in zip(self.fields, other.fields, strict=True):
+            mine.missing += theirs.missing
+            mine.invalid += theirs.invalid
+            for reason, n in theirs.reasons.items():
+                mine.reasons[reason] = mine.reasons.get(reason, 0) + n
+
+
+@dataclass(frozen=True)
+class HashPlan:
+    """The expressions one hash run evaluates on every batch."""
+
+    spec: MatchSpec
+    columns: dict[str, str]
+    attributes: dict[str, str]
+    id_column: str | None
+    derived: dict[str, pl.Expr]
+    tokens: dict[str, pl.Expr]
+
+    @classmethod
+    def build(
+        cls,
+        spec: MatchSpec,
+        key: ConsortiumKey,
+        available: list[str],
+        *,
+        attributes: dict[str, str] | None = None,
+        id_column: str | None = None,
+    ) -> HashPlan:
+        columns = spec.resolve_columns([c for c in available if c != ROW])
+        attributes = attributes or {}
+        for name, column in attributes.items():
+            if name not in spec.allowed_attributes:
+                raise SpecError(f"attribute {name!r} is not in the spec's allowed_attributes")
+            if column not in available:
+                raise SpecError(f"attribute column {column!r} is not in the input")
+        if id_column is not None and id_column not in available:
+            raise SpecError(f"id column {id_column!r} is not in the input")
+        derived: dict[str, pl.Expr] = {}
+        sources: dict[str, list[str]] = {}
+        for i, (column, field_type) in enumerate(columns.items()):
+            is_generic = field_type in spec.generic_fields
+            produced = normalize.derive(
+                "generic" if is_generic else field_type,
+                pl.col(column),
+                default_region=spec.default_region,
+            )
+            for field, expr in produced.items():
+                field = field_type if is_generic else field
+                name = f"__f{i}:{field}"
+                derived[name] = expr
+                sources.setdefault(field, []).append(name)
+        secret_subkeys = subkeys(key, [k.name for k in spec.keys])
+        tokens: dict[str, pl.Expr] = {}
+        for match_key in spec.keys:
+            field_sources = [[pl.col(n) for n in sources.get(f, [])] for f in match_key.fields]
+            if all(field_sources):
+                tokens[match_key.name] = key_tokens_expr(field_sources, secret_subkeys[match_key.name])
+            else:
+                tokens[match_key.name] = pl.lit(None, dtype=pl.List(pl.Binary))
+        return cls(spec, columns, attributes, id_column, derived, tokens)
+
+    def unused_keys(self) -> list[str]:
+        """Keys whose fields the input does not provide (their tokens are all null)."""
+        provided = {name.split(":", 1)[1] for name in self.derived}
+        return [k.name for k in self.spec.keys if not set(k.fields) <= provided]
+
+    def run(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
+        """Tokens (with fresh handles, input order) , vault and counts of one batch."""
+        handles = random_handles(batch.height)
+        work = batch.with_columns(handles, **self.derived)
+        attribute_exprs = [
+            normalize.derive("generic", pl.col(column))["value"].alias(name)
+            for name, column in self.attributes.items()
+        ]
+        tokens = work.select(
+            "handle", *[e.alias(k) for k, e in self.tokens.items()], *attribute_exprs
+        )
+        vault = work.select(
+            "handle",
+            pl.col(ROW).cast(pl.UInt64).alias("row"),
+            (pl.col(self.id_column).cast(pl.String) if self.id_column else pl.lit(None, pl.String)).alias("id"),
+        )
+        return tokens, vault, self._summary(work, tokens)
+
+    def _summary(self, work: pl.DataFrame, tokens: pl.DataFrame) -> HashSummary:
+        exprs: list[pl.Expr] = [pl.len().alias("rows")]
+        has_token = pl.any_horizontal([pl.col(k).is_not_null() for k in self.tokens])
+        exprs.append(has_token.sum().alias("with_token"))
+        exprs += [pl.col(k).is_not_null().sum().alias(f"key:{k}") for k in self.tokens]
+        counted = tokens.select(exprs).row(0, named=True)
+        summary = HashSummary(
+            rows=counted["rows"],
+            rows_with_token=counted["with_token"],
+            tokens_per_key={k: counted[f"key:{k}"] for k in self.tokens},
+        )
+        for i, (column, field_type) in enumerate(self.columns.items()):
+            primary = next(n for n in self.derived if n.startswith(f"__f{i}:"))
+            present = pl.col(column).cast(pl.String).str.strip_chars().fill_null("") != ""
+            stats = work.select(
+                (~present).sum().alias("missing"),
+                (present & pl.col(primary).is_null()).sum().alias("invalid"),
+            ).row(0, named=True)
+            reasons: dict[str, int] = {}
+            if field_type == "email" and stats["invalid"]:
+                reason = normalize.email_invalid_reason(pl.col(column))
+                counts = work.filter(present & pl.col(primary).is_null()).group_by(
+                    reason.alias("reason")
+                ).len()
+                reasons = {r: n for r, n in counts.iter_rows() if r is not None}
+            summary.fields.append(FieldStats(column=column, field_type=field_type, reasons=reasons, **stats))
+        return summary
+
+
+def hash_frame(
+    frame: Any,
+    key: ConsortiumKey,
+    spec: MatchSpec,
+    *,
+    attributes: dict[str, str] | None = None,
+    id_column: str | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
+    """Hash an in-memory frame: (tokens in random order, vault, summary).
+
+    Accepts a polars or pandas frame. The tokens frame has the bundle's schema.
+    """
+    df = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
+    df = df.with_row_index(ROW, offset=1)
+    plan = HashPlan.build(spec, key, df.columns, attributes=attributes, id_column=id_column)
+    tokens, vault, summary = plan.run(df)
+    _require_tokens(summary)
+    return tokens.sort("handle"), vault, summary
+
+
+def hash_file(
+    input_path: Path,
+    out: Path,
+    vault_dir: Path,
+    *,
+    key: ConsortiumKey,
+    identity: Identity,
+    spec: MatchSpec,
+    attributes: dict[str, str] | None = None,
+    id_column: str | None = None,
+    reference: bool = False,
+    encoding: str = "utf-8",
+    delimiter: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Manifest, HashSummary]:
+    """Hash a CSV/Parquet file into a signed bundle at `out` and a vault at `vault_dir`.
+
+    Nothing is left at either path unless the whole run succeeds.
+    `progress(done_rows, total_rows)` is called after every batch.
+    """
+    lf = read_input(Path(input_path), encoding=encoding, delimiter=delimiter)
+    plan = HashPlan.build(
+        spec, key, lf.collect_schema().names(), attributes=attributes, id_column=id_column
+    )
+    total = _count_rows(lf, Path(input_path).name)
+    if out.resolve() == vault_dir.resolve():
+        raise InputError("--out and --vault must be different folders")
+    summary = HashSummary()
+    with (
+        tempfile.TemporaryDirectory(prefix="cleanroom-hash-") as scratch,
+        staged_dir(out) as bundle_tmp,
+        staged_dir(vault_dir) as vault_tmp,
+    ):
+        buckets = max(1, math.ceil(total / BUCKET_ROWS))
+        vault_writer: pq.ParquetWriter | None = None
+        try:
+            for index, batch in enumerate(_batches(lf, Path(input_path).name)):
+                tokens, vault, batch_summary = plan.run(batch)
+                summary.add(batch_summary)
+                _scatter(tokens, Path(scratch), index, buckets)
+                table = vault.to_arrow()
+                vault_writer = vault_writer or pq.ParquetWriter(vault_tmp / VAULT_FILE, table.schema)
+                vault_writer.write_table(table)
+                if progress:
+                    progress(summary.rows, total)
+        finally:
+            if vault_writer:
+                vault_writer.close()
+        _require_tokens(summary)
+        _gather(Path(scratch), buckets, bundle_tmp / TOKENS_FILE)
+        manifest = Manifest(
+            kind="reference" if reference else "partner",
+            consortium_id=key.consortium_id,
+            epoch=key.epoch,
+            key_fingerprint=key.fingerprint,
+            spec_name=spec.name,
+            spec_digest=spec.digest(),
+            normalizer_versions=normalize.versions(),
+            row_count=summary.rows,
+            keys=[
+                KeyInfo(name=k.name, fields=k.fields, non_null=summary.tokens_per_key[k.name])
+                for k in spec.keys
+            ],
+            attributes=list(plan.attributes),
+            tokens_digest=file_digest(bundle_tmp / TOKENS_FILE),
+            producer=identity.card,
+        )
+        sign_manifest(bundle_tmp, manifest, identity)
+    return manifest, summary
+
+
+def _require_tokens(summary: HashSummary) -> None:
+    if summary.rows == 0:
+        raise InputError("the input has no data rows")
+    if summary.rows_with_token == 0:
+        raise InputError(
+            f"none of the {summary.rows} rows yields a token: every mapped field is "
+            "missing or invalid (check the column mapping with --map)"
+        )
+
+
+def _count_rows(lf: pl.LazyFrame, name: str) -> int:
+    try:
+        return lf.select(pl.len()).collect().item()
+    except pl.exceptions.PolarsError:
+        raise InputError(f"input file {name} could not be parsed (malformed CSV?)") from None
+
+
+def _batches(lf: pl.LazyFrame, name: str):
+    try:
+        yield from lf.collect_batches(chunk_size=BATCH_ROWS)
+    except pl.exceptions.PolarsError:
+        raise InputError(f"input file {name} could not be parsed (malformed CSV?)") from None
+
+
+def _scatter(tokens: pl.DataFrame, scratch: Path, batch: int, buckets: int) -> None:
+    """Spread a batch's rows over buckets chosen at random, one file per bucket."""
+    bucket = np.random.default_rng(secrets.randbits(64)).integers(0, buckets, tokens.height)
+    parts = tokens.with_columns(pl.Series("__bucket", bucket)).partition_by(
+        "__bucket", as_dict=True, include_key=False
+    )
+    for (b,), part in parts.items():
+        part.write_parquet(scratch / f"b{b}-{batch}.parquet")
+
+
+def _gather(scratch: Path, buckets: int, target: Path) -> None:
+    """Write buckets one by one, each sorted by (random) handle: input order is gone."""
+    writer: pq.ParquetWriter | None = None
+    try:
+        for b in range(buckets):
+            files = sorted(scratch.glob(f"b{b}-*.parquet"))
+            if not files:
+                continue
+            table = pl.read_parquet(files).sort("handle").to_arrow()
+            writer = writer or pq.ParquetWriter(
+                target, table.schema, compression="zstd", store_schema=False
+            )
+            writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer:
+            writer.close()

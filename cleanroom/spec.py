@@ -1,0 +1,173 @@
+"""Match spec: which columns are which fields, and which field tuples become keys.
+
+A spec is validated once, on load; the rest of the code only sees valid specs.
+Its digest covers everything that changes token values (keys, generic fields,
+phone region, normalizer versions) and nothing partner-specific (column names),
+so partners with different layouts produce joinable bundles.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import blake3
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cleanroom import normalize
+from cleanroom.errors import SpecError
+
+_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+Name = Annotated[str, Field(pattern=_NAME)]
+
+# Common column headers and the field type they mean (after lowercasing and
+# turning non-alphanumerics into "_"; a trailing number such as email_2 is ignored).
+_COLUMN_ALIASES = {
+    "e_mail": "email", "email_address": "email", "mail": "email",
+    "phone_number": "phone", "mobile": "phone", "cell": "phone", "telephone": "phone",
+    "first": "first_name", "firstname": "first_name", "given_name": "first_name",
+    "middle": "middle_name", "middlename": "middle_name",
+    "last": "last_name", "lastname": "last_name", "surname": "last_name",
+    "family_name": "last_name",
+    "date_of_birth": "dob", "birth_date": "dob", "birthdate": "dob",
+    "zip_code": "zip", "zipcode": "zip", "postal_code": "zip", "postcode": "zip",
+    "street_address": "address", "address1": "address", "address_line_1": "address",
+}
+
+
+class MatchKey(BaseModel):
+    """One match key: an ordered tuple of derived fields hashed together."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    fields: list[Name] = Field(min_length=1)
+
+
+class MatchSpec(BaseModel):
+    """Column mapping, ordered match keys and the clear attributes a bundle may carry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "custom"
+    default_region: str = Field("US", pattern=r"^[A-Z]{2}$")
+    columns: dict[str, str] = Field(default_factory=dict)
+    generic_fields: list[Name] = Field(default_factory=list)
+    keys: list[MatchKey] = Field(min_length=1)
+    allowed_attributes: list[Name] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> MatchSpec:
+        types = set(normalize.FIELD_TYPES) - {"generic"}
+        clash = sorted(set(self.generic_fields) & (types | derived_fields()))
+        if clash:
+            raise ValueError(f"generic_fields: {clash[0]!r} is already a built-in field")
+        for column, field in self.columns.items():
+            if field not in types and field not in self.generic_fields:
+                raise ValueError(
+                    f"columns: column {column!r} maps to unknown field type {field!r}"
+                )
+        names = [key.name for key in self.keys]
+        if len(set(names)) != len(names):
+            raise ValueError("keys: key names must be unique")
+        known = derived_fields() | set(self.generic_fields)
+        for index, key in enumerate(self.keys):
+            for field in key.fields:
+                if field not in known:
+                    raise ValueError(f"keys[{index}] ({key.name}): unknown field {field!r}")
+            if len(set(key.fields)) != len(key.fields):
+                raise ValueError(f"keys[{index}] ({key.name}): a field is repeated")
+        return self
+
+    def digest(self) -> str:
+        """BLAKE3 of everything that determines token values (hex)."""
+        body = {
+            "default_region": self.default_region,
+            "generic_fields": sorted(self.generic_fields),
+            "keys": [key.model_dump() for key in self.keys],
+            "normalizers": normalize.versions(),
+        }
+        return blake3.blake3(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    def with_columns(self, columns: dict[str, str]) -> MatchSpec:
+        """The same spec with another column mapping (validated)."""
+        return _validated({**self.model_dump(), "columns": columns}, "--map")
+
+    def resolve_columns(self, available: list[str]) -> dict[str, str]:
+        """Column -> field type for an input with these columns.
+
+        An explicit mapping must name existing columns; without one, columns are
+        recognised by their names (email, email_2, first_name, zip, ...).
+        """
+        if self.columns:
+            missing = [c for c in self.columns if c not in available]
+            if missing:
+                raise SpecError(
+                    f"mapped column {missing[0]!r} is not in the input "
+                    f"(it has {len(available)} columns: {', '.join(available[:12])})"
+                )
+            return dict(self.columns)
+        mapping = {c: t for c in available if (t := _field_type_of_header(c, self))}
+        if not mapping:
+            raise SpecError(
+                "no input column is recognised as a field; map them with "
+                "--map COLUMN=FIELD or a [columns] table in the spec"
+            )
+        return mapping
+
+
+def derived_fields() -> set[str]:
+    """Every derived field name the normalizers can produce."""
+    return {f for produced in normalize.FIELD_TYPES.values() for f in produced}
+
+
+def _field_type_of_header(header: str, spec: MatchSpec) -> str | None:
+    name = re.sub(r"[^a-z0-9]+", "_", header.strip().lower()).strip("_")
+    name = re.sub(r"_?\d+$", "", name) or name
+    name = _COLUMN_ALIASES.get(name, name)
+    if name in normalize.FIELD_TYPES and name != "generic":
+        return name
+    return name if name in spec.generic_fields else None
+
+
+def _validated(data: object, source: str) -> MatchSpec:
+    try:
+        return MatchSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "spec"
+        raise SpecError(f"invalid spec {source}: {where}: {first['msg']}") from None
+
+
+def load_spec(path: Path | None = None) -> MatchSpec:
+    """Load and validate a TOML spec; the packaged default when `path` is None."""
+    if path is None:
+        text = resources.files("cleanroom.data").joinpath("default_spec.toml").read_text()
+        source = "(default)"
+    else:
+        path = Path(path)
+        source = path.name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise SpecError(f"cannot read spec file {source}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"spec file {source} is not valid TOML: {exc}") from None
+    return _validated(data, source)
+
+
+def parse_mapping(pairs: list[str]) -> dict[str, str]:
+    """Parse repeated `COLUMN=FIELD` options."""
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        column, sep, field = pair.rpartition("=")
+        if not sep or not column.strip() or not field.strip():
+            raise SpecError("--map takes COLUMN=FIELD, e.g. --map 'E-mail=email'")
+        mapping[column.strip()] = field.strip()
+    return mapping

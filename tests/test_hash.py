@@ -1,0 +1,274 @@
+"""The partner hash path: API, CLI, bundle contents and every bad-input case."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cleanroom import hash_frame, load_key, load_spec, verify_bundle
+from cleanroom.cli import main
+from cleanroom.errors import VerificationError
+from cleanroom.tokens import token
+
+MAPPING = ["Email=email", "Email 2=email", "Mobile=phone", "First=first_name", "Last=last_name",
+           "DOB=dob", "ZIP=zip"]
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exit_info.value.code or 0, captured.out, captured.err
+
+
+def hash_args(source: Path, out: Path, key_file: Path, identity_dir: Path, *extra: str) -> list:
+    return ["hash", source, "--key", key_file, "--identity", identity_dir,
+            "--out", out / "bundle", "--vault", out / "vault", *extra]
+
+
+def mapped(spec=None):
+    spec = spec or load_spec()
+    return spec.with_columns({m.split("=")[0]: m.split("=")[1] for m in MAPPING})
+
+
+def test_hash_frame_tokens_match_reference(contacts, key_file):
+    key = load_key(key_file)
+    tokens, vault, summary = hash_frame(contacts, key, mapped(), id_column="Member No")
+    assert tokens.columns == ["handle", *[k.name for k in load_spec().keys]]
+    assert tokens["handle"].is_sorted()  # random order: sorted by random handle
+    assert vault.columns == ["handle", "row", "id"]
+    row_of = dict(zip(vault["handle"], vault["row"], strict=True))
+    by_row = {row_of[h]: r for h, r in zip(tokens["handle"], tokens.iter_rows(named=True), strict=True)}
+    email_key = key.subkey("email", 1)
+    assert by_row[1]["email"] == [token(["janedoe@gmail.com"], email_key)]  # dots and +tag collapse
+    assert by_row[4]["email"] == [token(["carla@example.net"], email_key)]
+    assert by_row[3]["email"] is None and by_row[5]["name_dob"] is None
+    assert by_row[1]["phone"] == [token(["+15035550123"], key.subkey("phone", 1))]
+    assert summary.rows == 5 and summary.rows_with_token == 5
+    assert dict(zip(vault["row"], vault["id"], strict=True))[2] == "M2"
+    email_stats = next(f for f in summary.fields if f.column == "Email")
+    assert (email_stats.missing, email_stats.invalid) == (1, 1)
+    assert sum(email_stats.reasons.values()) == 1
+
+
+def test_hash_frame_accepts_pandas(contacts, key_file):
+    pd = pytest.importorskip("pandas")
+    tokens, _, _ = hash_frame(pd.DataFrame(contacts.to_dict(as_series=False)), load_key(key_file), mapped())
+    assert tokens.height == 5
+
+
+def test_handles_fresh_tokens_stable(contacts, key_file):
+    key = load_key(key_file)
+    first, _, _ = hash_frame(contacts, key, mapped())
+    second, _, _ = hash_frame(contacts, key, mapped())
+    assert set(first["handle"]).isdisjoint(second["handle"])
+    flat = lambda df: sorted(t for ts in df["email"].drop_nulls() for t in ts)  # noqa: E731
+    assert flat(first) == flat(second)
+
+
+def test_cli_hash_verify_and_tamper(contacts, tmp_path, key_file, identity_dir, passphrase_env, capsys):
+    source = tmp_path / "members.csv"
+    contacts.write_csv(source)
+    maps = [a for m in MAPPING for a in ("--map", m)]
+    code, out, err = run(hash_args(source, tmp_path, key_file, identity_dir, *maps, "--id-column", "Member No"), capsys)
+    assert code == 0, err
+    assert "rows read: 5" in out
+    bundle = tmp_path / "bundle"
+    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "manifest.sig", "tokens.parquet"]
+    manifest = verify_bundle(bundle)
+    assert manifest.consortium_id == "riverside-2026" and manifest.epoch == 1
+    assert manifest.key_fingerprint == load_key(key_file).fingerprint
+    assert manifest.spec_digest == load_spec().digest()
+    assert pl.read_parquet(tmp_path / "vault" / "vault.parquet")["id"].sort().to_list() == ["M1", "M2", "M3", "M4", "M5"]
+    assert run(["verify", bundle], capsys)[0] == 0
+
+    manifest_path = bundle / "manifest.json"
+    original = manifest_path.read_text()
+    manifest_path.write_text(original.replace('"row_count": 5', '"row_count": 6'))
+    code, _, err = run(["verify", bundle], capsys)
+    assert code == 2 and "signature" in err
+    manifest_path.write_text(original)
+    tokens = bundle / "tokens.parquet"
+    raw = bytearray(tokens.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    tokens.write_bytes(bytes(raw))
+    code, _, err = run(["verify", bundle], capsys)
+    assert code == 2 and "digest" in err
+
+
+def test_verify_with_expected_signer(contacts, tmp_path, key_file, identity_dir, passphrase_env, capsys):
+    from cleanroom.keys.identity import create_identity
+
+    source = tmp_path / "members.csv"
+    contacts.write_csv(source)
+    maps = [a for m in MAPPING for a in ("--map", m)]
+    assert run(hash_args(source, tmp_path, key_file, identity_dir, *maps), capsys)[0] == 0
+    assert run(["verify", tmp_path / "bundle", "--signer", identity_dir], capsys)[0] == 0
+    other = create_identity("Other Org", tmp_path / "other", b"pw")
+    with pytest.raises(VerificationError):
+        verify_bundle(tmp_path / "bundle", other)
+
+
+def test_csv_variants_and_parquet(contacts, tmp_path, key_file, identity, capsys):
+    from cleanroom import hash_file
+
+    key = load_key(key_file)
+    spec = mapped()
+    reference, _, _ = hash_frame(contacts, key, spec)
+    expected = sorted(t for ts in reference["phone"].drop_nulls() for t in ts)
+    text = contacts.write_csv(separator=";")
+    variants = {
+        "bom.csv": ("\ufeff" + contacts.write_csv()).encode("utf-8"),
+        "semicolon.csv": text.encode("utf-8"),
+        "latin1.csv": text.encode("latin-1"),
+    }
+    for name, data in variants.items():
+        (tmp_path / name).write_bytes(data)
+    contacts.write_parquet(tmp_path / "members.parquet")
+    for name in [*variants, "members.parquet"]:
+        out = tmp_path / f"out-{name}"
+        encoding = "latin-1" if name.startswith("latin1") else "utf-8"
+        hash_file(tmp_path / name, out / "b", out / "v", key=key, identity=identity, spec=spec, encoding=encoding)
+        got = pl.read_parquet(out / "b" / "tokens.parquet")["phone"].drop_nulls()
+        assert sorted(t for ts in got for t in ts) == expected, name
+
+
+def test_batches_and_buckets_cover_every_row(tmp_path, key_file, identity, monkeypatch):
+    import cleanroom.hashing as hashing
+    from cleanroom import hash_file
+
+    monkeypatch.setattr(hashing, "BATCH_ROWS", 700)
+    monkeypatch.setattr(hashing, "BUCKET_ROWS", 1000)
+    n = 3500
+    frame = pl.DataFrame({"email": [f"person{i}@example.org" for i in range(n)]})
+    frame.write_csv(tmp_path / "big.csv")
+    manifest, summary = hash_file(tmp_path / "big.csv", tmp_path / "b", tmp_path / "v",
+                                  key=load_key(key_file), identity=identity, spec=load_spec())
+    tokens = pl.read_parquet(tmp_path / "b" / "tokens.parquet")
+    vault = pl.read_parquet(tmp_path / "v" / "vault.parquet")
+    assert manifest.row_count == summary.rows == tokens.height == vault.height == n
+    assert tokens["handle"].n_unique() == n
+    assert set(tokens["handle"]) == set(vault["handle"])
+    assert sorted(vault["row"]) == list(range(1, n + 1))
+    rows = tokens.join(vault, on="handle", maintain_order="left")["row"].to_list()
+    assert rows != sorted(rows)  # input order does not survive
+    verify_bundle(tmp_path / "b")
+
+
+# Values long enough that finding one in random token bytes is not chance; names
+# that are also words of the manifest's vocabulary (key and field names) are excluded.
+VOCABULARY = load_spec().model_dump_json().lower()
+emails = st.emails().filter(lambda e: len(e) >= 8)
+names = st.from_regex(r"[A-Z][a-zà-ÿ]{5,11}", fullmatch=True).filter(lambda n: n.lower() not in VOCABULARY)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(emails, names, names), min_size=1, max_size=20))
+def test_no_plaintext_or_key_in_bundle(rows, tmp_path_factory, key_file, identity):
+    from cleanroom import hash_file
+
+    folder = tmp_path_factory.mktemp("plain")
+    frame = pl.DataFrame(rows, schema=["email", "first_name", "last_name"], orient="row")
+    frame.write_csv(folder / "in.csv")
+    key = load_key(key_file)
+    hash_file(folder / "in.csv", folder / "b", folder / "v", key=key, identity=identity, spec=load_spec())
+    blob = b"".join(p.read_bytes() for p in (folder / "b").iterdir())
+    needles = {key.secret, key.secret.hex().encode()}
+    for value in frame.to_numpy().ravel():
+        needles |= {value.encode(), value.lower().encode()}
+    for needle in needles:
+        assert needle not in blob
+
+
+# --- bad input: one line on stderr, exit code 2, nothing written -----------------
+
+def _assert_clean_failure(code, err, tmp_path, secret_values=()):
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    for value in secret_values:
+        assert value not in err
+    assert not (tmp_path / "bundle").exists() and not (tmp_path / "vault").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing_column", "no_file", "directory", "bad_parquet", "undecodable", "empty", "header_only",
+     "bad_spec", "unknown_field_spec", "all_invalid", "bad_map", "disallowed_attr", "bad_key"],
+)
+def test_bad_input(case, tmp_path, key_file, identity_dir, passphrase_env, capsys):
+    source = tmp_path / "in.csv"
+    source.write_text("email,first_name\njane.doe@example.org,Jane\n")
+    extra: list[str] = []
+    key = key_file
+    if case == "missing_column":
+        extra = ["--map", "E-mail=email"]
+    elif case == "no_file":
+        source = tmp_path / "nope.csv"
+    elif case == "directory":
+        source = tmp_path / "adir.csv"
+        source.mkdir()
+    elif case == "bad_parquet":
+        source = tmp_path / "in.parquet"
+        source.write_bytes(b"PAR1 not really")
+    elif case == "undecodable":
+        source.write_bytes(b"email,first_name\njane@example.org,Jane\nbob@example.org,Ren\xe9e\n")
+    elif case == "empty":
+        source.write_bytes(b"")
+    elif case == "header_only":
+        source.write_text("email,first_name\n")
+    elif case == "bad_spec":
+        (tmp_path / "spec.toml").write_text("keys = [[[")
+        extra = ["--spec", tmp_path / "spec.toml"]
+    elif case == "unknown_field_spec":
+        (tmp_path / "spec.toml").write_text('[[keys]]\nname = "x"\nfields = ["shoe_size"]\n')
+        extra = ["--spec", tmp_path / "spec.toml"]
+    elif case == "all_invalid":
+        source.write_text("email,first_name\nnot-an-email,\nalso bad,\n")
+    elif case == "bad_map":
+        extra = ["--map", "email=favourite_colour"]
+    elif case == "disallowed_attr":
+        extra = ["--attr", "first_name"]
+    elif case == "bad_key":
+        key = tmp_path / "missing.key"
+    code, _, err = run(hash_args(source, tmp_path, key, identity_dir, *extra), capsys)
+    if case == "undecodable":
+        assert "line 3" in err
+    if case == "bad_spec" or case == "unknown_field_spec":
+        assert "spec" in err
+    _assert_clean_failure(code, err, tmp_path, ["jane.doe", "Jane", "Ren", "not-an-email"])
+
+
+def test_missing_passphrase_is_an_error_not_a_hang(tmp_path, key_file, identity_dir, monkeypatch):
+    monkeypatch.delenv("CLEANROOM_PASSPHRASE", raising=False)
+    source = tmp_path / "in.csv"
+    source.write_text("email\njane@example.org\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "cleanroom", *map(str, hash_args(source, tmp_path, key_file, identity_dir))],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "CLEANROOM_PASSPHRASE"},
+    )
+    assert result.returncode == 2 and "passphrase" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+
+
+def test_real_entry_point_end_to_end(contacts, tmp_path, key_file, identity_dir):
+    source = tmp_path / "members.csv"
+    contacts.write_csv(source)
+    env = {**os.environ, "CLEANROOM_PASSPHRASE": "correct horse battery staple"}
+    cli = [sys.executable, "-m", "cleanroom"]
+    maps = [a for m in MAPPING for a in ("--map", m)]
+    done = subprocess.run([*cli, *map(str, hash_args(source, tmp_path, key_file, identity_dir, *maps))],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    checked = subprocess.run([*cli, "verify", str(tmp_path / "bundle")], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0 and "ok:" in checked.stdout
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert "secret" not in json.dumps(manifest).lower()
