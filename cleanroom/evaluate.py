@@ -169,19 +169,19 @@ def _overlap(gold: pl.DataFrame, scored: pl.DataFrame,
     found = scored.select("partner", "voter_id").unique()
     correct = scored.filter("tp").select("partner", "voter_id").unique()
 
-    def members(df: pl.DataFrame, col: str, name: str) -> pl.Series:
-        return df.filter(pl.col("partner") == name)[col].drop_nulls().unique()
+    def shared(df: pl.DataFrame, col: str, a: str, b: str) -> int:
+        """Distinct non-null values of `col` that lists `a` and `b` both have."""
+        side = [df.filter(pl.col("partner") == x).select(col).drop_nulls().unique() for x in (a, b)]
+        return side[0].join(side[1], on=col).height
 
-    pairs = []
-    for a, b in itertools.combinations(names, 2):
-        reg = persons.filter(pl.col("true_voter").is_not_null())
-        pairs.append(PairOverlap(
-            lists=(a, b),
-            truth_all=members(persons, "person_id", a).is_in(members(persons, "person_id", b)).sum(),
-            truth_registered=members(reg, "true_voter", a).is_in(members(reg, "true_voter", b)).sum(),
-            found=members(found, "voter_id", a).is_in(members(found, "voter_id", b)).sum(),
-            found_correct=members(correct, "voter_id", a).is_in(members(correct, "voter_id", b)).sum(),
-        ))
+    reg = persons.filter(pl.col("true_voter").is_not_null())
+    pairs = [
+        PairOverlap(lists=(a, b), truth_all=shared(persons, "person_id", a, b),
+                    truth_registered=shared(reg, "true_voter", a, b),
+                    found=shared(found, "voter_id", a, b),
+                    found_correct=shared(correct, "voter_id", a, b))
+        for a, b in itertools.combinations(names, 2)
+    ]
 
     def ways(df: pl.DataFrame, col: str) -> dict[int, int]:
         counts = df.filter(pl.col(col).is_not_null()).group_by(col).agg(pl.col("partner").n_unique().alias("k"))

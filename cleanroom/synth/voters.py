@@ -103,20 +103,19 @@ def generate_voters(n: int, *, seed: int, birth_year_only: bool = False,
     county_names = _place_names(rng, n_counties, suffixed=False)
     county_area = rng.choice(np.array(area_codes), n_counties)
 
-    # Zip codes: about three precincts each, never crossing a county; cities own zips.
+    # Zip codes: three or more precincts each, never crossing a county; cities own zips.
+    span = (zip_hi - zip_lo + 1) * 100
+    per_zip = max(3, -(-n_precincts // (span // 2)))
     zip_of_precinct = np.empty(n_precincts, dtype=np.int64)
     zip_county: list[int] = []
     start = 0
     for c in range(n_counties):
         k = int(np.sum(precinct_county == c))
-        nz = max(1, k // 3)
+        nz = max(1, k // per_zip)
         zip_of_precinct[start:start + k] = len(zip_county) + np.sort(rng.integers(0, nz, k))
         zip_county.extend([c] * nz)
         start += k
     n_zips = len(zip_county)
-    span = (zip_hi - zip_lo + 1) * 100
-    if n_zips > span:
-        raise InputError("too many rows for the state's zip code range")
     zip_codes = [f"{zip_lo * 100 + z:05d}" for z in np.sort(rng.choice(span, n_zips, replace=False))]
     city_of_zip = np.empty(n_zips, dtype=np.int64)
     n_cities = 0
