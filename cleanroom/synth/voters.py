@@ -63,11 +63,11 @@ def _place_names(rng: np.random.Generator, n: int, suffixed: bool) -> list[str]:
     return list(out)
 
 
-def _phone_numbers(rng: np.random.Generator, area: np.ndarray) -> pl.Series:
+def _phone_numbers(rng: np.random.Generator, area: np.ndarray) -> np.ndarray:
+    """Ten-digit phone numbers (as integers) in the given area codes."""
     exchange = rng.integers(200, 1000, len(area))
     exchange = np.where(exchange % 100 == 11, exchange + 1, exchange)
-    line = rng.integers(0, 10_000, len(area))
-    return pl.Series(area.astype(np.int64) * 10_000_000 + exchange * 10_000 + line).cast(pl.String)
+    return area.astype(np.int64) * 10_000_000 + exchange * 10_000 + rng.integers(0, 10_000, len(area))
 
 
 def generate_voters(n: int, *, seed: int, birth_year_only: bool = False,
@@ -158,10 +158,9 @@ def generate_voters(n: int, *, seed: int, birth_year_only: bool = False,
     hh_unit = rng.integers(1, 400, n_households)
     hh_zip4 = np.where(rng.random(n_households) < 0.4, rng.integers(1, 10_000, n_households), -1)
     hh_surname = T.surnames().draw(rng, n_households)
-    hh_landline = np.where(rng.random(n_households) < 0.2,
-                           rng.integers(0, 1 << 40, n_households), -1)
+    hh_landline = rng.random(n_households) < 0.2
 
-    hh = np.repeat(np.arange(n_households), sizes)
+    hh = np.repeat(np.arange(n_households, dtype=np.int32), sizes)
     hh_start = np.cumsum(sizes) - sizes
     member = np.arange(n) - hh_start[hh]
     head = hh_start[hh]
@@ -203,68 +202,81 @@ def generate_voters(n: int, *, seed: int, birth_year_only: bool = False,
     suffix_idx[junior] = 0
     suffix_idx[head[junior]] = 1
 
-    # Registration, party, turnout, phone.
-    eligible = np.maximum(dob_days + int(18 * 365.25), (date(1972, 1, 1) - _EPOCH).days)
-    reg_days = eligible + (rng.random(n) * np.maximum(_AS_OF_DAYS - eligible, 1)).astype(np.int64)
-    county = precinct_county[street_precinct[hh_street[hh]]]
-    lean_d = rng.uniform(0.22, 0.55, n_counties)[county]
-    lean_r = rng.uniform(0.22, 0.50, n_counties)[county]
-    u = rng.random(n)
-    party = np.select([u < lean_d, u < lean_d + lean_r, u < lean_d + lean_r + 0.012,
-                       u < lean_d + lean_r + 0.017], [0, 1, 3, 4], 2)
-    age_years = age_days / 365.25
-    turnout = 1 / (1 + np.exp(-(-0.6 + 0.045 * (age_years - 40) + rng.normal(0, 1.1, n))))
-    landline = hh_landline[hh]
-    cell = rng.random(n) < 0.32
-    phones = _phone_numbers(rng, county_area[county])
-    landline_phones = _phone_numbers(np.random.default_rng([seed, 2]), county_area[county])
-    phone = pl.select(
-        pl.when(pl.Series(cell)).then(phones)
-        .when(pl.Series(landline >= 0)).then(landline_phones.gather(pl.Series(head.astype(np.uint32))))
-    ).to_series()
-
+    # Households are scattered through the file, like a real export; each column is
+    # built in output order and its sources freed, which keeps 13M rows under 8 GB.
+    del spouse, child, keep_surname, head_age, child_age, r, junior, bracket, head, member, twin
+    order = rng.permutation(n)
+    hh = hh[order]
+    hh_precinct = street_precinct[hh_street]
+    hh_county = precinct_county[hh_precinct]
+    county = hh_county[hh]
     voter_ids = np.cumsum(rng.integers(1, 40, n)) + 10_000_000
-    precinct = street_precinct[hh_street[hh]]
-    zip_idx = zip_of_precinct[precinct]
-    zip4 = hh_zip4[hh]
-    zip5 = _take(zip_codes, zip_idx)
-    zip_full = pl.select(
-        pl.when(pl.Series(zip4 >= 0)).then(zip5 + "-" + pl.Series(np.maximum(zip4, 0)).cast(pl.String).str.zfill(4))
-        .otherwise(zip5)
-    ).to_series()
-    unit = pl.select(pl.when(pl.Series(hh_apartment[hh])).then(
-        pl.lit("APT ") + pl.Series(hh_unit[hh]).cast(pl.String))).to_series()
-
-    order = rng.permutation(n)  # households are scattered through the file, like a real export
-    cols: dict[str, pl.Series | pl.Expr] = {
-        "voter_id": pl.lit(state) + pl.Series(voter_ids).cast(pl.String).str.zfill(9),
-        "first_name": _take(names_pool, first_idx[order]),
-        "middle_name": _null_where(_take(names_pool, middle_idx[order]), ~has_middle[order]),
-        "last_name": _take(T.surnames().names, surname_idx[order]),
-        "suffix": _null_where(_take(("JR", "SR", "II", "III"), np.maximum(suffix_idx[order], 0)),
-                              suffix_idx[order] < 0),
+    cols: dict[str, pl.Series] = {
+        "voter_id": pl.select(pl.lit(state) + pl.Series(voter_ids).cast(pl.String).str.zfill(9)).to_series(),
     }
-    dob = pl.Series(dob_days[order].astype(np.int32)).cast(pl.Date)
+    del voter_ids
+    cols["first_name"] = _take(names_pool, first_idx[order])
+    del first_idx
+    cols["middle_name"] = _null_where(_take(names_pool, middle_idx[order]), ~has_middle[order])
+    del middle_idx, has_middle
+    cols["last_name"] = _take(T.surnames().names, surname_idx[order])
+    del surname_idx
+    suffix_idx = suffix_idx[order]
+    cols["suffix"] = _null_where(_take(("JR", "SR", "II", "III"), np.maximum(suffix_idx, 0)), suffix_idx < 0)
+    del suffix_idx
+    dob_days = dob_days[order].astype(np.int32)
+    age_years = (age_days[order] / 365.25).astype(np.float32)
+    del age_days
+    dob = pl.Series(dob_days).cast(pl.Date)
     if birth_year_only:
         cols["birth_year"] = dob.dt.year().cast(pl.Int16)
-        cols["age"] = pl.Series(age_years[order].astype(np.int16))
+        cols["age"] = pl.Series(age_years.astype(np.int16))
     else:
         cols["dob"] = dob.dt.to_string("%Y-%m-%d")
-    cols |= {
-        "house_number": pl.Series(hh_number[hh][order]).cast(pl.String),
-        "street": street_names.gather(pl.Series(hh_street[hh][order].astype(np.uint32))),
-        "unit": unit.gather(pl.Series(order.astype(np.uint32))),
-        "city": _take(city_names, city_of_zip[zip_idx][order]),
-        "zip": zip_full.gather(pl.Series(order.astype(np.uint32))),
-        "county": _take(county_names, county[order]),
-        "congressional_district": pl.Series(cd[precinct][order] + 1).cast(pl.String).str.zfill(2),
-        "state_senate_district": pl.Series(senate[precinct][order] + 1).cast(pl.String),
-        "state_house_district": pl.Series(house[precinct][order] + 1).cast(pl.String),
-        "precinct": _take(precinct_names, precinct[order]),
-        "party": _take(PARTIES, party[order]),
-        "registration_date": pl.Series(reg_days[order].astype(np.int32)).cast(pl.Date).dt.to_string("%Y-%m-%d"),
-        "turnout_propensity": pl.Series(np.round(turnout[order], 2)),
-        "phone": phone.gather(pl.Series(order.astype(np.uint32))),
-    }
-    return pl.DataFrame({k: v if isinstance(v, pl.Series) else pl.select(v).to_series()
-                         for k, v in cols.items()})
+    del dob
+
+    cols["house_number"] = pl.Series(hh_number).cast(pl.String).gather(pl.Series(hh))
+    cols["street"] = street_names.gather(pl.Series(hh_street[hh]))
+    unit = pl.select(pl.when(pl.Series(hh_apartment)).then(
+        pl.lit("APT ") + pl.Series(hh_unit).cast(pl.String))).to_series()
+    cols["unit"] = unit.gather(pl.Series(hh))
+    del unit
+    hh_zip = zip_of_precinct[hh_precinct]
+    cols["city"] = _take(city_names, city_of_zip[hh_zip][hh])
+    zip5 = _take(zip_codes, hh_zip)
+    zip_full = pl.select(
+        pl.when(pl.Series(hh_zip4 >= 0))
+        .then(zip5 + "-" + pl.Series(np.maximum(hh_zip4, 0)).cast(pl.String).str.zfill(4))
+        .otherwise(zip5)
+    ).to_series()
+    cols["zip"] = zip_full.gather(pl.Series(hh))
+    del zip5, zip_full
+    cols["county"] = _take(county_names, county)
+    precinct = hh_precinct[hh]
+    for name, district, width in (("congressional_district", cd, 2), ("state_senate_district", senate, 1),
+                                  ("state_house_district", house, 1)):
+        labels = [f"{i + 1:0{width}d}" for i in range(int(district.max()) + 1)]
+        cols[name] = _take(labels, district[precinct])
+    cols["precinct"] = _take(precinct_names, precinct)
+    del precinct
+
+    # Party (leaning by county), registration, turnout, phone.
+    lean_d = rng.uniform(0.22, 0.55, n_counties)[county]
+    lean_r = rng.uniform(0.22, 0.50, n_counties)[county] + lean_d
+    u = rng.random(n)
+    party = np.select([u < lean_d, u < lean_r, u < lean_r + 0.012, u < lean_r + 0.017], [0, 1, 3, 4], 2)
+    del lean_d, lean_r, u
+    cols["party"] = _take(PARTIES, party)
+    del party
+    eligible = np.maximum(dob_days + int(18 * 365.25), (date(1972, 1, 1) - _EPOCH).days)
+    reg_days = eligible + (rng.random(n) * np.maximum(_AS_OF_DAYS - eligible, 1)).astype(np.int32)
+    cols["registration_date"] = pl.Series(reg_days.astype(np.int32)).cast(pl.Date).dt.to_string("%Y-%m-%d")
+    del eligible, reg_days, dob_days
+    turnout = 1 / (1 + np.exp(-(-0.6 + 0.045 * (age_years - 40) + rng.normal(0, 1.1, n))))
+    cols["turnout_propensity"] = pl.Series(np.round(turnout.astype(np.float64), 2))
+    del turnout, age_years
+    hh_phone = np.where(hh_landline, _phone_numbers(rng, county_area[hh_county]), -1)
+    phone = np.where(rng.random(n) < 0.32, _phone_numbers(rng, county_area[county]), hh_phone[hh])
+    phones = pl.Series(phone)
+    cols["phone"] = pl.select(pl.when(phones >= 0).then(phones.cast(pl.String))).to_series()
+    return pl.DataFrame(cols)
