@@ -28,7 +28,7 @@ from cleanroom.inputs import ROW, read_input
 from cleanroom.keys.identity import Identity
 from cleanroom.keys.secret import ConsortiumKey
 from cleanroom.spec import MatchSpec
-from cleanroom.tokens import key_tokens_expr, random_handles, subkeys
+from cleanroom.tokens import combination_tokens, random_handles, subkeys, token_list
 
 VAULT_FILE = "vault.parquet"
 BATCH_ROWS = 250_000
@@ -77,6 +77,7 @@ class HashPlan:
     attributes: dict[str, str]
     id_column: str | None
     derived: dict[str, pl.Expr]
+    raw_tokens: dict[str, pl.Expr]
     tokens: dict[str, pl.Expr]
 
     @classmethod
@@ -113,14 +114,19 @@ class HashPlan:
                 derived[name] = expr
                 sources.setdefault(field, []).append(name)
         secret_subkeys = subkeys(key, [k.name for k in spec.keys])
+        raw_tokens: dict[str, pl.Expr] = {}
         tokens: dict[str, pl.Expr] = {}
         for match_key in spec.keys:
             field_sources = [[pl.col(n) for n in sources.get(f, [])] for f in match_key.fields]
-            if all(field_sources):
-                tokens[match_key.name] = key_tokens_expr(field_sources, secret_subkeys[match_key.name])
-            else:
-                tokens[match_key.name] = pl.lit(None, dtype=pl.List(pl.Binary))
-        return cls(spec, columns, attributes, id_column, derived, tokens)
+            combos = combination_tokens(field_sources, secret_subkeys[match_key.name])
+            names = [f"__t:{match_key.name}:{i}" for i in range(len(combos))]
+            raw_tokens |= dict(zip(names, combos, strict=True))
+            tokens[match_key.name] = (
+                token_list([pl.col(n) for n in names])
+                if names
+                else pl.lit(None, dtype=pl.List(pl.Binary))
+            )
+        return cls(spec, columns, attributes, id_column, derived, raw_tokens, tokens)
 
     def unused_keys(self) -> list[str]:
         """Keys whose fields the input does not provide (their tokens are all null)."""
@@ -130,7 +136,7 @@ class HashPlan:
     def run(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
         """Tokens (with fresh handles, input order) , vault and counts of one batch."""
         handles = random_handles(batch.height)
-        work = batch.with_columns(handles, **self.derived)
+        work = batch.rechunk().with_columns(handles, **self.derived).with_columns(**self.raw_tokens)
         attribute_exprs = [
             normalize.derive("generic", pl.col(column))["value"].alias(name)
             for name, column in self.attributes.items()

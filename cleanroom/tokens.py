@@ -44,18 +44,24 @@ def token_expr(fields: Sequence[pl.Expr], subkey: bytes) -> pl.Expr:
     return digest.str.slice(0, 2 * TOKEN_BYTES).str.decode("hex")
 
 
-def key_tokens_expr(
-    field_sources: Sequence[Sequence[pl.Expr]], subkey: bytes
-) -> pl.Expr:
-    """List of distinct tokens of one match key for a row.
+def combination_tokens(field_sources: Sequence[Sequence[pl.Expr]], subkey: bytes) -> list[pl.Expr]:
+    """Token expressions of one match key, one per combination of source columns.
 
     `field_sources[i]` holds one expression per input column that provides the
-    key's i-th field (email and email_2 both give "email"); every combination
-    yields its own token. An empty result is null.
+    key's i-th field (email and email_2 both give "email").
     """
-    combos = [token_expr(combo, subkey) for combo in itertools.product(*field_sources)]
-    tokens = pl.concat_list(combos).list.drop_nulls().list.unique(maintain_order=True)
-    return pl.when(tokens.list.len() > 0).then(tokens)
+    return [token_expr(combo, subkey) for combo in itertools.product(*field_sources)]
+
+
+def token_list(tokens: Sequence[pl.Expr]) -> pl.Expr:
+    """A row's distinct non-null tokens of one key as a list; null when there are none.
+
+    Meant for already materialized token columns (each is read more than once).
+    """
+    if len(tokens) == 1:
+        return pl.when(tokens[0].is_not_null()).then(pl.concat_list(tokens[0]))
+    merged = pl.concat_list(tokens).list.drop_nulls().list.unique(maintain_order=True)
+    return pl.when(pl.any_horizontal(t.is_not_null() for t in tokens)).then(merged)
 
 
 def token(values: Sequence[str | None], subkey: bytes) -> bytes | None:
