@@ -53,39 +53,19 @@ def versions() -> dict[str, str]:
     return {family: module.VERSION for family, module in _MODULES.items()}
 
 
-def _first(e: pl.Expr) -> dict[str, pl.Expr]:
-    first = names.first(e)
-    return {
-        "first": first,
-        "first_canon": names.first_canon(first),
-        "first_phonetic": names.phonetic(first),
-        "first_initial": names.initial(first),
-    }
-
-
-def _last(e: pl.Expr) -> dict[str, pl.Expr]:
-    last = names.last(e)
-    return {"last": last, "last_phonetic": names.phonetic(last)}
-
-
-def _dob(e: pl.Expr) -> dict[str, pl.Expr]:
-    iso = dates.dob(e)
-    return {"dob": iso, "birth_year": dates.year_of(iso)}
-
-
-def _address(e: pl.Expr) -> dict[str, pl.Expr]:
-    number, street = address.split_address(e)
-    return {"house_number": number, "street": street}
-
-
 _DERIVERS: dict[str, Callable[[pl.Expr], dict[str, pl.Expr]]] = {
     "email": lambda e: {"email": email.email(e)},
-    "first_name": _first,
+    "first_name": lambda e: {
+        "first": names.first(e),
+        "first_canon": names.first_canon(e),
+        "first_phonetic": names.first_phonetic(e),
+        "first_initial": names.first_initial(e),
+    },
     "middle_name": lambda e: {"middle_initial": names.middle_initial(e)},
-    "last_name": _last,
-    "dob": _dob,
+    "last_name": lambda e: {"last": names.last(e), "last_phonetic": names.last_phonetic(e)},
+    "dob": lambda e: {"dob": dates.dob(e), "birth_year": dates.dob_year(e)},
     "birth_year": lambda e: {"birth_year": dates.birth_year(e)},
-    "address": _address,
+    "address": lambda e: {"house_number": address.address_house_number(e), "street": address.address_street(e)},
     "house_number": lambda e: {"house_number": address.house_number(e)},
     "street": lambda e: {"street": address.street(e)},
     "city": lambda e: {"city": address.city(e)},

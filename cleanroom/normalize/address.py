@@ -12,18 +12,16 @@ keeps its first word.
 
 from __future__ import annotations
 
-import re
-
 import polars as pl
 
-from cleanroom.normalize.generic import as_text, ascii_fold, collapse_spaces, null_if_empty
+from cleanroom.normalize.generic import as_text, ascii_fold, collapse_spaces, null_if_empty, via_distinct
 from cleanroom.normalize.usps import DIRECTIONAL, STATES, SUFFIX
 
 VERSION = "1"
 
-_HOUSE = r"\d+[a-z]?(?:-\d+[a-z]?)?(?: \d+/\d+)?"
+_HOUSE = r"[0-9]+[a-z]?(?:-[0-9]+[a-z]?)?(?: [0-9]+/[0-9]+)?"
 _UNIT_WORDS = "apt|apartment|unit|ste|suite|rm|room|bldg|building|fl|floor|lot|trlr|spc|space|dept|ph|penthouse|no"
-_UNIT = rf"(?: #|(?: (?:{_UNIT_WORDS}))(?: ?#)?) ?(?:[a-z0-9]*\d[a-z0-9-]*|[a-z])(?: .*)?$"
+_UNIT = rf"(?: #|(?: (?:{_UNIT_WORDS}))(?: ?#)?) ?(?:[a-z0-9]*[0-9][a-z0-9-]*|[a-z])(?: .*)?$"
 _DIR = "|".join(sorted(DIRECTIONAL, key=len, reverse=True))
 _SUF = "|".join(sorted(SUFFIX, key=len, reverse=True))
 _STREET = rf"^(?:({_DIR}) )?(.+?)(?: ({_SUF}))?(?: ({_DIR}))?$"
@@ -38,8 +36,8 @@ def _text(expr: pl.Expr) -> pl.Expr:
 
 def _house(s: pl.Expr) -> pl.Expr:
     """Canonical house number text: space only before a fraction."""
-    fraction = s.str.extract(r" (\d+/\d+)$", 1)
-    base = s.str.replace(r" \d+/\d+$", "").str.replace_all(r"[ #]", "").str.strip_chars("-/")
+    fraction = s.str.extract(r" ([0-9]+/[0-9]+)$", 1)
+    base = s.str.replace(r" [0-9]+/[0-9]+$", "").str.replace_all(r"[ #]", "").str.strip_chars("-/")
     return null_if_empty(pl.concat_str(null_if_empty(base), fraction, separator=" ", ignore_nulls=True))
 
 
@@ -56,42 +54,54 @@ def _street(s: pl.Expr) -> pl.Expr:
 
 def house_number(expr: pl.Expr) -> pl.Expr:
     """House number given as its own column."""
-    return _house(_text(expr))
+    return via_distinct(expr, lambda e: _house(_text(e)))
 
 
 def street(expr: pl.Expr) -> pl.Expr:
     """Street given as its own column (a unit, if present, is dropped)."""
-    return _street(_text(expr).str.replace(_UNIT, ""))
+    return via_distinct(expr, lambda e: _street(_text(e).str.replace(_UNIT, "")))
 
 
-def split_address(expr: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """(house_number, street) from a full street line."""
-    s = _text(expr)
-    number = s.str.extract(rf"^({_HOUSE})(?: |$)", 1)
-    rest = pl.when(number.is_null()).then(s).otherwise(s.str.replace(rf"^{_HOUSE} ?", ""))
-    return _house(number), _street(rest.str.replace(_UNIT, ""))
+def address_house_number(expr: pl.Expr) -> pl.Expr:
+    """House number from a full street line."""
+    return _house(_text(expr).str.extract(rf"^({_HOUSE})(?: |$)", 1))
+
+
+def address_street(expr: pl.Expr) -> pl.Expr:
+    """Standardized street from a full street line (house number and unit dropped)."""
+    rest = _text(expr).str.replace(rf"^{_HOUSE}(?: |$)", "").str.replace(_UNIT, "")
+    return via_distinct(rest, _street)
+
+
+def _city(expr: pl.Expr) -> pl.Expr:
+    return null_if_empty(collapse_spaces(ascii_fold(as_text(expr)).str.replace_all(r"[^a-z0-9]+", " ")))
 
 
 def city(expr: pl.Expr) -> pl.Expr:
     """City: ASCII lowercase words, punctuation removed, single spaces."""
-    return null_if_empty(collapse_spaces(ascii_fold(as_text(expr)).str.replace_all(r"[^a-z0-9]+", " ")))
+    return via_distinct(expr, _city)
+
+
+def _state(expr: pl.Expr) -> pl.Expr:
+    s = _city(as_text(expr).str.replace_all(".", "", literal=True))
+    return pl.when(s.is_in(set(STATES.values()))).then(s).otherwise(s.replace_strict(STATES, default=None))
 
 
 def state(expr: pl.Expr) -> pl.Expr:
     """Two-letter lowercase USPS code from a code or a full name; null when unknown."""
-    s = city(as_text(expr).str.replace_all(".", "", literal=True))
-    codes = set(STATES.values())
-    return pl.when(s.is_in(codes)).then(s).otherwise(s.replace_strict(STATES, default=None))
+    return via_distinct(expr, _state)
 
 
 def zip5(expr: pl.Expr) -> pl.Expr:
     """First five digits of a ZIP or ZIP+4; lost leading zeros restored; null when invalid."""
+    return via_distinct(expr, _zip5)
+
+
+def _zip5(expr: pl.Expr) -> pl.Expr:
     s = as_text(expr).str.replace(r"\.0+$", "").str.replace_all(r"\s", "")
     five = (
-        pl.when(s.str.contains(r"^\d{3,5}(?:-\d{4})?$")).then(s.str.extract(r"^(\d+)", 1).str.zfill(5))
-        .when(s.str.contains(r"^\d{6,9}$")).then(s.str.zfill(9).str.slice(0, 5))
+        pl.when(s.str.contains(r"^[0-9]{3,5}(?:-[0-9]{4})?$")).then(s.str.extract(r"^([0-9]+)", 1).str.zfill(5))
+        .when(s.str.contains(r"^[0-9]{6,9}$")).then(s.str.zfill(9).str.slice(0, 5))
     )
     return pl.when(five != "00000").then(five)
 
-
-assert re.compile(_STREET)  # the pattern is also valid for Python's engine (used in tests)

@@ -13,38 +13,44 @@ from __future__ import annotations
 
 import polars as pl
 
-from cleanroom.normalize.generic import as_text
+from cleanroom.normalize.generic import as_text, via_distinct
 
 VERSION = "1"
 
 _MIN_YEAR, _MAX_YEAR = 1901, 2099
 # (regex, replacement giving Y-M-D); shapes are anchored and mutually exclusive.
 _SHAPES = (
-    (r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[T ][0-9:.+\-Z ]*)?$", "$1-$2-$3"),
-    (r"^(\d{4})(\d{2})(\d{2})(?:\.0+)?$", "$1-$2-$3"),
-    (r"^(\d{1,2})[/-](\d{1,2})[/-](\d{4})$", "$3-$1-$2"),
-    (r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$", "$3-$2-$1"),
+    (r"^([0-9]{4})[-/]([0-9]{1,2})[-/]([0-9]{1,2})(?:[T ][0-9:.+\-Z ]*)?$", "$1-$2-$3"),
+    (r"^([0-9]{4})([0-9]{2})([0-9]{2})(?:\.0+)?$", "$1-$2-$3"),
+    (r"^([0-9]{1,2})[/-]([0-9]{1,2})[/-]([0-9]{4})$", "$3-$1-$2"),
+    (r"^([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})$", "$3-$2-$1"),
 )
 
 
-def dob(expr: pl.Expr) -> pl.Expr:
-    """ISO date string, null when missing, unparseable or impossible."""
+def _dob(expr: pl.Expr) -> pl.Expr:
     s = as_text(expr)
     for pattern, replacement in _SHAPES:
         s = s.str.replace(pattern, replacement)
     date = s.str.to_date("%Y-%m-%d", strict=False)
-    ok = s.str.contains(r"^\d{4}-\d{1,2}-\d{1,2}$") & date.dt.year().is_between(_MIN_YEAR, _MAX_YEAR)
+    ok = s.str.contains(r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}$") & date.dt.year().is_between(_MIN_YEAR, _MAX_YEAR)
     return pl.when(ok).then(date.dt.to_string("%Y-%m-%d"))
 
 
-def year_of(iso_date: pl.Expr) -> pl.Expr:
-    """``YYYY`` of an ISO date string."""
-    return iso_date.str.slice(0, 4)
+def _birth_year(expr: pl.Expr) -> pl.Expr:
+    year = pl.coalesce(as_text(expr).str.extract(r"^([0-9]{4})(?:\.0+)?$", 1), _dob(expr).str.slice(0, 4))
+    return pl.when(year.cast(pl.Int32, strict=False).is_between(_MIN_YEAR, _MAX_YEAR)).then(year)
+
+
+def dob(expr: pl.Expr) -> pl.Expr:
+    """ISO date string, null when missing, unparseable or impossible."""
+    return via_distinct(expr, _dob)
+
+
+def dob_year(expr: pl.Expr) -> pl.Expr:
+    """``YYYY`` of the date of birth."""
+    return via_distinct(expr, lambda e: _dob(e).str.slice(0, 4))
 
 
 def birth_year(expr: pl.Expr) -> pl.Expr:
     """Four-digit year from a year-only value (``1980``, ``1980.0``) or any accepted date."""
-    s = as_text(expr)
-    y = s.str.extract(r"^(\d{4})(?:\.0+)?$", 1)
-    year = pl.coalesce(y, year_of(dob(expr)))
-    return pl.when(year.cast(pl.Int32, strict=False).is_between(_MIN_YEAR, _MAX_YEAR)).then(year)
+    return via_distinct(expr, _birth_year)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from cleanroom.normalize.generic import as_text
+from cleanroom.normalize.generic import nfkc
 
 VERSION = "1"
 
@@ -21,25 +21,39 @@ _DOMAIN_OK = r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 _GMAIL = ("gmail.com", "googlemail.com")
 
 
-def _parts(expr: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
-    """(cleaned text, number of '@', local part without +tag, domain)."""
-    s = as_text(expr).str.normalize("NFKC").str.to_lowercase()
-    s = s.str.replace(r"^mailto:", "").str.strip_chars().str.strip_prefix("<").str.strip_suffix(">")
-    s = s.str.strip_chars()
+def _frame(raw: pl.Series) -> pl.DataFrame:
+    """Columns ``email`` (canonical or null) and ``reason`` (null when valid)."""
+    s = raw.cast(pl.String).str.strip_chars()
+    s = nfkc(s).str.to_lowercase().str.strip_prefix("mailto:").str.strip_chars()
+    s = s.str.strip_prefix("<").str.strip_suffix(">").str.strip_chars()
     at = s.str.count_matches("@", literal=True)
-    local = s.str.extract(r"^([^@]*)@", 1).str.replace(r"\+.*$", "")
-    domain = s.str.extract(r"@([^@]*)$", 1)
-    return s, at, local, domain
-
-
-def _reason(s: pl.Expr, at: pl.Expr, local: pl.Expr, domain: pl.Expr) -> pl.Expr:
+    parts = s.str.split_exact("@", 1).struct.rename_fields(["local", "domain"]).struct.unnest()
+    local = parts["local"].str.split_exact("+", 1).struct.field("field_0")
+    domain = parts["domain"]
     return (
-        pl.when(s.is_null() | (s.str.len_bytes() == 0)).then(pl.lit("missing"))
-        .when(at == 0).then(pl.lit("no_at"))
-        .when(at > 1).then(pl.lit("multiple_at"))
-        .when(~local.str.contains(_LOCAL_OK) | (local.str.len_bytes() > 64)).then(pl.lit("bad_local"))
-        .when(~domain.str.contains(_DOMAIN_OK) | (domain.str.len_bytes() > 253)).then(pl.lit("bad_domain"))
-        .when(local.str.len_bytes() + domain.str.len_bytes() > 253).then(pl.lit("too_long"))
+        pl.DataFrame({"s": s, "at": at, "local": local, "domain": domain})
+        .lazy()
+        .with_columns(
+            reason=pl.when(pl.col("s").is_null() | (pl.col("s").str.len_bytes() == 0)).then(pl.lit("missing"))
+            .when(pl.col("at") == 0).then(pl.lit("no_at"))
+            .when(pl.col("at") > 1).then(pl.lit("multiple_at"))
+            .when(~pl.col("local").str.contains(_LOCAL_OK) | (pl.col("local").str.len_bytes() > 64))
+            .then(pl.lit("bad_local"))
+            .when(~pl.col("domain").str.contains(_DOMAIN_OK) | (pl.col("domain").str.len_bytes() > 253))
+            .then(pl.lit("bad_domain"))
+            .when(pl.col("local").str.len_bytes() + pl.col("domain").str.len_bytes() > 253)
+            .then(pl.lit("too_long")),
+            gmail=pl.col("domain").is_in(_GMAIL),
+        )
+        .with_columns(
+            email=pl.when(pl.col("reason").is_null()).then(
+                pl.when(pl.col("gmail"))
+                .then(pl.col("local").str.replace_all(".", "", literal=True) + "@gmail.com")
+                .otherwise(pl.col("local") + "@" + pl.col("domain"))
+            )
+        )
+        .select("email", "reason")
+        .collect()
     )
 
 
@@ -48,14 +62,9 @@ def email_invalid_reason(expr: pl.Expr) -> pl.Expr:
 
     Reasons: missing, no_at, multiple_at, bad_local, bad_domain, too_long.
     """
-    return _reason(*_parts(expr))
+    return expr.map_batches(lambda s: _frame(s)["reason"], return_dtype=pl.String, is_elementwise=True)
 
 
 def email(expr: pl.Expr) -> pl.Expr:
     """Canonical email, null when missing or invalid."""
-    s, at, local, domain = _parts(expr)
-    valid = _reason(s, at, local, domain).is_null()
-    gmail = domain.is_in(_GMAIL)
-    local = pl.when(gmail).then(local.str.replace_all(".", "", literal=True)).otherwise(local)
-    domain = pl.when(gmail).then(pl.lit("gmail.com")).otherwise(domain)
-    return pl.when(valid).then(pl.concat_str(local, pl.lit("@"), domain))
+    return expr.map_batches(lambda s: _frame(s)["email"], return_dtype=pl.String, is_elementwise=True)

@@ -21,7 +21,14 @@ import jellyfish
 import polars as pl
 from nicknames import NickNamer
 
-from cleanroom.normalize.generic import as_text, ascii_fold, collapse_spaces, map_distinct, null_if_empty
+from cleanroom.normalize.generic import (
+    as_text,
+    ascii_fold,
+    collapse_spaces,
+    map_distinct,
+    null_if_empty,
+    via_distinct,
+)
 
 VERSION = "1"
 
@@ -41,33 +48,52 @@ def _join(words: pl.Expr) -> pl.Expr:
     return null_if_empty(words.str.replace_all(" ", "", literal=True))
 
 
-def first(expr: pl.Expr) -> pl.Expr:
-    """Cleaned first name (trailing initials dropped)."""
+def _first(expr: pl.Expr) -> pl.Expr:
     return _join(_words(expr).str.replace(r"(?: [a-z])+$", ""))
 
 
-def last(expr: pl.Expr) -> pl.Expr:
-    """Cleaned last name."""
+def _last(expr: pl.Expr) -> pl.Expr:
     return _join(_words(expr))
-
-
-def initial(cleaned: pl.Expr) -> pl.Expr:
-    """First letter of an already cleaned name."""
-    return cleaned.str.slice(0, 1)
-
-
-def middle_initial(expr: pl.Expr) -> pl.Expr:
-    """First letter of a middle name."""
-    return initial(_join(_words(expr)))
 
 
 def _nysiis(value: str) -> str | None:
     return jellyfish.nysiis(value).lower() or None
 
 
-def phonetic(cleaned: pl.Expr) -> pl.Expr:
-    """NYSIIS code of an already cleaned name, once per distinct value."""
-    return map_distinct(cleaned, _nysiis)
+def first(expr: pl.Expr) -> pl.Expr:
+    """Cleaned first name (trailing initials dropped)."""
+    return via_distinct(expr, _first)
+
+
+def first_canon(expr: pl.Expr) -> pl.Expr:
+    """Canonical first name through the nickname table (see ``canonical_table``)."""
+    table = canonical_table()
+    return via_distinct(expr, lambda e: _first(e).replace(list(table), list(table.values())))
+
+
+def first_phonetic(expr: pl.Expr) -> pl.Expr:
+    """NYSIIS code of the cleaned first name."""
+    return via_distinct(expr, lambda e: map_distinct(_first(e), _nysiis))
+
+
+def first_initial(expr: pl.Expr) -> pl.Expr:
+    """First letter of the cleaned first name."""
+    return via_distinct(expr, lambda e: _first(e).str.slice(0, 1))
+
+
+def last(expr: pl.Expr) -> pl.Expr:
+    """Cleaned last name."""
+    return via_distinct(expr, _last)
+
+
+def last_phonetic(expr: pl.Expr) -> pl.Expr:
+    """NYSIIS code of the cleaned last name."""
+    return via_distinct(expr, lambda e: map_distinct(_last(e), _nysiis))
+
+
+def middle_initial(expr: pl.Expr) -> pl.Expr:
+    """First letter of a middle name."""
+    return via_distinct(expr, lambda e: _last(e).str.slice(0, 1))
 
 
 @cache
@@ -103,9 +129,3 @@ def canonical_table() -> dict[str, str]:
         if key and key not in table:
             table[key] = clean[target]
     return {k: v for k, v in table.items() if k != v}
-
-
-def first_canon(cleaned_first: pl.Expr) -> pl.Expr:
-    """Canonical first name of an already cleaned first name (pure polars lookup)."""
-    table = canonical_table()
-    return cleaned_first.replace(list(table), list(table.values()))

@@ -18,7 +18,7 @@ from phonenumbers import PhoneMetadata
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 from cleanroom.errors import SpecError
-from cleanroom.normalize.generic import as_text, map_distinct
+from cleanroom.normalize.generic import map_distinct
 
 VERSION = "1"
 
@@ -26,19 +26,20 @@ _TYPES = (
     "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number",
     "voip", "pager", "uan", "voicemail",
 )
-_EXTENSION = r"(?i)\s*(?:ext\.?|extension|x|#)\s*\d{1,7}\s*$"
+_EXTENSION = r"(?i)\s*(?:ext\.?|extension|x|#)\s*[0-9]{1,7}$"
+_SEPARATORS = [" ", "-", "(", ")", ".", "/", "+", "\t"]
 
 
 @cache
 def _nanp_valid_pattern() -> str:
     """Anchored regex of the ten-digit national numbers valid in any +1 region."""
-    alternatives = []
+    alternatives: dict[str, None] = {}
     for region in COUNTRY_CODE_TO_REGION_CODE[1]:
         meta = PhoneMetadata.metadata_for_region(region)
         for name in _TYPES:
             desc = getattr(meta, name)
             if desc is not None and desc.national_number_pattern and 10 in (desc.possible_length or (10,)):
-                alternatives.append(desc.national_number_pattern)
+                alternatives[desc.national_number_pattern] = None
     return "^(?:" + "|".join(f"(?:{a})" for a in alternatives) + ")$"
 
 
@@ -59,22 +60,37 @@ def _parse(value: str, region: str) -> str | None:
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
-def clean_phone(expr: pl.Expr) -> pl.Expr:
+def clean(raw: pl.Series) -> pl.Series:
     """Digits with an optional leading '+'; extension and a float's ``.0`` removed; null unless 3-17 digits."""
-    s = as_text(expr).str.replace(_EXTENSION, "").str.replace(r"^(\+?\d+)\.0+$", "$1")
-    digits = s.str.replace_all(r"[^0-9]", "")
+    s = raw.cast(pl.String).str.strip_chars().str.strip_suffix(".0").str.replace(_EXTENSION, "")
+    digits = s.str.replace_many(_SEPARATORS, [""] * len(_SEPARATORS))
+    odd = (~digits.str.contains(r"^[0-9]*$")).fill_null(False).arg_true()
+    if odd.len():
+        digits = digits.scatter(odd, digits.gather(odd).str.replace_all(r"[^0-9]+", ""))
     plus = s.str.contains(r"^[^0-9]*\+")
-    out = pl.when(plus).then(pl.concat_str(pl.lit("+"), digits)).otherwise(digits)
-    return pl.when(digits.str.len_bytes().is_between(3, 17)).then(out)
+    return pl.select(
+        pl.when(pl.lit(digits).str.len_bytes().is_between(3, 17))
+        .then(pl.when(pl.lit(plus)).then(pl.lit("+") + pl.lit(digits)).otherwise(pl.lit(digits)))
+    ).to_series()
+
+
+def _series(raw: pl.Series, region: str, code: int) -> pl.Series:
+    cleaned = clean(raw)
+    fast = cleaned.str.contains(r"^(?:\+1|1)?[0-9]{10}$" if code == 1 else r"^\+1[0-9]{10}$").fill_null(False)
+    nsn = cleaned.str.slice(-10)
+    nanp = pl.select(
+        pl.when(pl.lit(nsn).str.contains(_nanp_valid_pattern())).then(pl.lit("+1") + pl.lit(nsn))
+    ).to_series()
+    idx = (~fast & cleaned.is_not_null()).arg_true()
+    if idx.len() == 0:
+        return nanp.alias(raw.name)
+    slow = pl.select(map_distinct(pl.lit(cleaned.gather(idx)), partial(_parse, region=region))).to_series()
+    return nanp.scatter(idx, slow).alias(raw.name)
 
 
 def phone(expr: pl.Expr, default_region: str = "US") -> pl.Expr:
     """E.164 number, or null when missing or invalid for the default region."""
     code = _check_region(default_region)
-    s = clean_phone(expr)
-    nanp_shape = r"^(?:\+1|1)?\d{10}$" if code == 1 else r"^\+1\d{10}$"
-    nsn = s.str.slice(-10)
-    fast = s.str.contains(nanp_shape)
-    nanp = pl.when(nsn.str.contains(_nanp_valid_pattern())).then(pl.concat_str(pl.lit("+1"), nsn))
-    slow = map_distinct(pl.when(~fast).then(s), partial(_parse, region=default_region.upper()))
-    return pl.when(fast).then(nanp).otherwise(slow)
+    return expr.map_batches(
+        partial(_series, region=default_region.upper(), code=code), return_dtype=pl.String, is_elementwise=True
+    )
