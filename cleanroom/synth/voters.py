@@ -261,8 +261,8 @@ def generate_voters(n: int, *, seed: int, birth_year_only: bool = False,
     del precinct
 
     # Party (leaning by county), registration, turnout, phone.
-    lean_d = rng.uniform(0.22, 0.55, n_counties)[county]
-    lean_r = rng.uniform(0.22, 0.50, n_counties)[county] + lean_d
+    lean_d = rng.uniform(0.20, 0.45, n_counties)[county]
+    lean_r = rng.uniform(0.20, 0.42, n_counties)[county] + lean_d
     u = rng.random(n)
     party = np.select([u < lean_d, u < lean_r, u < lean_r + 0.012, u < lean_r + 0.017], [0, 1, 3, 4], 2)
     del lean_d, lean_r, u
