@@ -11,13 +11,16 @@ from pathlib import Path
 
 
 def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
-    """Write `data` to `path` via a temp file in the same folder; 0600 when `private`."""
+    """Write `data` to `path` via a temp file in the same folder.
+
+    The file is owner-only (0600) when `private`, else it gets the usual mode
+    (0666 less the umask) rather than the temp file's owner-only mode.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        if private:
-            os.fchmod(fd, 0o600)
+        os.fchmod(fd, 0o600 if private else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -27,6 +30,12 @@ def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ for the next epoch that names the digest of the previous one.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -20,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cleanroom.errors import InputError, KeyMaterialError, SpecError, VerificationError
 from cleanroom.fsutil import write_atomic
 from cleanroom.keys.identity import (
-    PUBLIC_MODE,
     CardMismatchError,
     Identity,
     IdentityCard,
@@ -189,7 +187,6 @@ class Consortium(BaseModel):
 
     def save(self, path: Path) -> None:
         write_atomic(Path(path), self.model_dump_json(indent=2).encode() + b"\n")
-        os.chmod(path, PUBLIC_MODE)
 
 
 def parse_consortium(data: bytes | str, label: str = "consortium document") -> Consortium:

@@ -34,7 +34,6 @@ PRIVATE_FILE = "identity.key"
 PASSPHRASE_ENV = "CLEANROOM_PASSPHRASE"
 FINGERPRINT_CONTEXT = "cleanroom 2026-11 identity card fingerprint v1"
 SIGNATURE_PREFIX = b"cleanroom-signed/1\x00"
-PUBLIC_MODE = 0o644  # write_atomic's temp files start owner-only; public files are widened
 # scrypt cost for new identities (2**17 * 8 * 128 bytes = 128 MiB, ~0.4 s);
 # loading accepts what the file records, within these bounds.
 SCRYPT_LOG_N = 17
@@ -206,7 +205,6 @@ def create_identity(name: str, out_dir: Path, passphrase: bytes) -> IdentityCard
     body = dict(header, ciphertext=ciphertext.hex())
     write_atomic(out_dir / PRIVATE_FILE, json.dumps(body, indent=2).encode() + b"\n", private=True)
     write_atomic(out_dir / CARD_FILE, card.model_dump_json(indent=2).encode() + b"\n")
-    os.chmod(out_dir / CARD_FILE, PUBLIC_MODE)
     return card
 
 

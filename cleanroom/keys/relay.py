@@ -9,7 +9,6 @@ same three calls over HTTP.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Protocol
@@ -72,7 +71,6 @@ class DirectoryRelay:
                 return
             raise RelayError(f"the relay already holds a different message {name}")
         write_atomic(path, data)
-        os.chmod(path, 0o644)
 
     def list(self, topic: str) -> list[str]:
         folder = self._path(topic)
