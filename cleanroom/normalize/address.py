@@ -101,7 +101,7 @@ def _zip5(expr: pl.Expr) -> pl.Expr:
     s = as_text(expr).str.replace(r"\.0+$", "").str.replace_all(r"\s", "")
     five = (
         pl.when(s.str.contains(r"^[0-9]{3,5}(?:-[0-9]{4})?$")).then(s.str.extract(r"^([0-9]+)", 1).str.zfill(5))
-        .when(s.str.contains(r"^[0-9]{6,9}$")).then(s.str.zfill(9).str.slice(0, 5))
+        .when(s.str.contains(r"^[0-9]{7,9}$")).then(s.str.zfill(9).str.slice(0, 5))
     )
     return pl.when(five != "00000").then(five)
 
