@@ -67,7 +67,8 @@ def test_five_organizations_through_the_cli(capsys: pytest.CaptureFixture[str]) 
     assert stat.S_IMODE(os.stat("org0.key").st_mode) == 0o600
     doc = json.loads(Path("consortium.json").read_text())
     assert doc["body"]["policy"] == {
-        "k": 11, "epsilon_budget": 1.5, "match_spec_digest": "ab" * 32, "clear_attributes": ["precinct"],
+        "k": 11, "epsilon_budget": 1.5, "epsilon_per_report": 0.5, "match_spec_digest": "ab" * 32,
+        "clear_attributes": ["precinct"],
     }
     # rotation without a member, then the removed member is refused
     assert run("consortium", "rotate", "--previous", "consortium.json", "--convenor", "org0",

@@ -80,9 +80,14 @@ def identity_show(
     out.print(f"agreement    {card.agreement_key}")
 
 
-def _policy(k: int, epsilon: float | None, spec_digest: str | None, attributes: list[str]) -> Policy:
+def _policy(
+    k: int, epsilon: float, per_report: float, no_dp: bool, spec_digest: str | None, attributes: list[str]
+) -> Policy:
     try:
-        return Policy(k=k, epsilon_budget=epsilon, match_spec_digest=spec_digest, clear_attributes=tuple(attributes))
+        return Policy(
+            k=k, epsilon_budget=None if no_dp else epsilon, epsilon_per_report=per_report,
+            match_spec_digest=spec_digest, clear_attributes=tuple(attributes),
+        )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise SpecError(f"invalid policy: {problems}") from None
@@ -96,14 +101,16 @@ def consortium_init(
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the consortium document.")],
     epoch: Annotated[int, typer.Option(help="Starting epoch.")] = 0,
     k: Annotated[int, typer.Option("--k", help="Minimum released cell size.")] = 10,
-    epsilon: Annotated[float | None, typer.Option(help="Differential-privacy epsilon budget.")] = None,
+    epsilon: Annotated[float, typer.Option(help="Differential-privacy epsilon budget per epoch.")] = 5.0,
+    epsilon_per_report: Annotated[float, typer.Option(help="Epsilon each report costs.")] = 0.5,
+    no_dp: Annotated[bool, typer.Option("--no-dp", help="Release without differential-privacy noise.")] = False,
     match_spec_digest: Annotated[str | None, typer.Option(help="Hex digest of the agreed match spec.")] = None,
     clear_attribute: Annotated[
         list[str] | None, typer.Option("--clear-attribute", help="Attribute allowed in the clear (repeat).")
     ] = None,
 ) -> None:
     """Create and sign a consortium document (the convenor is always a member)."""
-    policy = _policy(k, epsilon, match_spec_digest, clear_attribute or [])
+    policy = _policy(k, epsilon, epsilon_per_report, no_dp, match_spec_digest, clear_attribute or [])
     cards = [load_card(p) for p in members]
     doc = init_consortium(consortium_id, load_identity(convenor), cards, out_file, epoch=epoch, policy=policy)
     _show_consortium(doc)

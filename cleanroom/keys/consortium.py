@@ -43,8 +43,9 @@ class Policy(BaseModel):
 
     k: int = Field(default=10, ge=2, description="minimum released cell size")
     epsilon_budget: float | None = Field(
-        default=None, gt=0, description="total differential-privacy epsilon; None = no DP"
+        default=5.0, gt=0, description="differential-privacy epsilon per epoch; None = no DP"
     )
+    epsilon_per_report: float = Field(default=0.5, gt=0, description="epsilon each report costs")
     match_spec_digest: str | None = Field(default=None, description="hex digest of the match spec")
     clear_attributes: tuple[str, ...] = Field(
         default=(), description="attributes a reference bundle may carry in the clear"
