@@ -23,36 +23,35 @@ _GMAIL = ("gmail.com", "googlemail.com")
 
 def _frame(raw: pl.Series) -> pl.DataFrame:
     """Columns ``email`` (canonical or null) and ``reason`` (null when valid)."""
-    s = raw.cast(pl.String).str.strip_chars()
-    s = nfkc(s).str.to_lowercase().str.strip_prefix("mailto:").str.strip_chars()
-    s = s.str.strip_prefix("<").str.strip_suffix(">").str.strip_chars()
-    at = s.str.count_matches("@", literal=True)
-    parts = s.str.split_exact("@", 1).struct.rename_fields(["local", "domain"]).struct.unnest()
-    local = parts["local"].str.split_exact("+", 1).struct.field("field_0")
-    domain = parts["domain"]
+    s, at, local, domain = pl.col("s"), pl.col("at"), pl.col("local"), pl.col("domain")
     return (
-        pl.DataFrame({"s": s, "at": at, "local": local, "domain": domain})
-        .lazy()
+        pl.LazyFrame({"s": nfkc(raw.cast(pl.String))})
+        .with_columns(s.str.strip_chars().str.to_lowercase().str.strip_prefix("mailto:").str.strip_chars(" \t<>"))
         .with_columns(
-            reason=pl.when(pl.col("s").is_null() | (pl.col("s").str.len_bytes() == 0)).then(pl.lit("missing"))
-            .when(pl.col("at") == 0).then(pl.lit("no_at"))
-            .when(pl.col("at") > 1).then(pl.lit("multiple_at"))
-            .when(~pl.col("local").str.contains(_LOCAL_OK) | (pl.col("local").str.len_bytes() > 64))
-            .then(pl.lit("bad_local"))
-            .when(~pl.col("domain").str.contains(_DOMAIN_OK) | (pl.col("domain").str.len_bytes() > 253))
-            .then(pl.lit("bad_domain"))
-            .when(pl.col("local").str.len_bytes() + pl.col("domain").str.len_bytes() > 253)
-            .then(pl.lit("too_long")),
-            gmail=pl.col("domain").is_in(_GMAIL),
+            at=s.str.count_matches("@", literal=True),
+            parts=s.str.split_exact("@", 1).struct.rename_fields(["local", "domain"]),
         )
+        .unnest("parts")
+        .with_columns(local=local.str.split_exact("+", 1).struct.field("field_0"))
         .with_columns(
-            email=pl.when(pl.col("reason").is_null()).then(
+            reason=pl.when(s.is_null() | (s.str.len_bytes() == 0)).then(pl.lit("missing"))
+            .when(at == 0).then(pl.lit("no_at"))
+            .when(at > 1).then(pl.lit("multiple_at"))
+            .when(~local.str.contains(_LOCAL_OK) | (local.str.len_bytes() > 64)).then(pl.lit("bad_local"))
+            .when(~domain.str.contains(_DOMAIN_OK) | (domain.str.len_bytes() > 253)).then(pl.lit("bad_domain"))
+            .when(local.str.len_bytes() + domain.str.len_bytes() > 253).then(pl.lit("too_long")),
+            gmail=domain.is_in(_GMAIL),
+        )
+        .select(
+            pl.when(pl.col("reason").is_null())
+            .then(
                 pl.when(pl.col("gmail"))
-                .then(pl.col("local").str.replace_all(".", "", literal=True) + "@gmail.com")
-                .otherwise(pl.col("local") + "@" + pl.col("domain"))
+                .then(local.str.replace_all(".", "", literal=True) + "@gmail.com")
+                .otherwise(local + "@" + domain)
             )
+            .alias("email"),
+            "reason",
         )
-        .select("email", "reason")
         .collect()
     )
 

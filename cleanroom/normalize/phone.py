@@ -62,30 +62,52 @@ def _parse(value: str, region: str) -> str | None:
 
 def clean(raw: pl.Series) -> pl.Series:
     """Digits with an optional leading '+'; extension and a float's ``.0`` removed; null unless 3-17 digits."""
-    s = raw.cast(pl.String).str.strip_chars().str.strip_suffix(".0").str.replace(_EXTENSION, "")
-    digits = s.str.replace_many(_SEPARATORS, [""] * len(_SEPARATORS))
-    odd = (~digits.str.contains(r"^[0-9]*$")).fill_null(False).arg_true()
+    s, digits = pl.col("s"), pl.col("digits")
+    frame = (
+        pl.LazyFrame({"s": raw.cast(pl.String)})
+        .with_columns(s.str.strip_chars().str.strip_suffix(".0").str.replace(_EXTENSION, ""))
+        .with_columns(
+            digits=s.str.replace_many(_SEPARATORS, [""] * len(_SEPARATORS)),
+            plus=s.str.contains(r"^[^0-9]*\+"),
+        )
+        .with_columns(odd=~digits.str.contains(r"^[0-9]*$").fill_null(True))
+        .collect()
+    )
+    digits_s = frame["digits"]
+    odd = frame["odd"].arg_true()
     if odd.len():
-        digits = digits.scatter(odd, digits.gather(odd).str.replace_all(r"[^0-9]+", ""))
-    plus = s.str.contains(r"^[^0-9]*\+")
-    return pl.select(
-        pl.when(pl.lit(digits).str.len_bytes().is_between(3, 17))
-        .then(pl.when(pl.lit(plus)).then(pl.lit("+") + pl.lit(digits)).otherwise(pl.lit(digits)))
-    ).to_series()
+        digits_s = digits_s.scatter(odd, digits_s.gather(odd).str.replace_all(r"[^0-9]+", ""))
+    return (
+        pl.LazyFrame({"digits": digits_s, "plus": frame["plus"]})
+        .select(
+            pl.when(digits.str.len_bytes().is_between(3, 17))
+            .then(pl.when(pl.col("plus")).then("+" + digits).otherwise(digits))
+        )
+        .collect()
+        .to_series()
+    )
 
 
 def _series(raw: pl.Series, region: str, code: int) -> pl.Series:
-    cleaned = clean(raw)
-    fast = cleaned.str.contains(r"^(?:\+1|1)?[0-9]{10}$" if code == 1 else r"^\+1[0-9]{10}$").fill_null(False)
-    nsn = cleaned.str.slice(-10)
-    nanp = pl.select(
-        pl.when(pl.lit(nsn).str.contains(_nanp_valid_pattern())).then(pl.lit("+1") + pl.lit(nsn))
-    ).to_series()
-    idx = (~fast & cleaned.is_not_null()).arg_true()
+    c = pl.col("c")
+    frame = (
+        pl.LazyFrame({"c": clean(raw)})
+        .with_columns(
+            fast=c.str.contains(r"^(?:\+1|1)?[0-9]{10}$" if code == 1 else r"^\+1[0-9]{10}$").fill_null(False),
+            nsn=c.str.slice(-10),
+        )
+        .with_columns(
+            out=pl.when(pl.col("nsn").str.contains(_nanp_valid_pattern())).then("+1" + pl.col("nsn")),
+            slow=~pl.col("fast") & c.is_not_null(),
+        )
+        .collect()
+    )
+    out = frame["out"]
+    idx = frame["slow"].arg_true()
     if idx.len() == 0:
-        return nanp.alias(raw.name)
-    slow = pl.select(map_distinct(pl.lit(cleaned.gather(idx)), partial(_parse, region=region))).to_series()
-    return nanp.scatter(idx, slow).alias(raw.name)
+        return out.alias(raw.name)
+    slow = pl.select(map_distinct(pl.lit(frame["c"].gather(idx)), partial(_parse, region=region))).to_series()
+    return out.scatter(idx, slow).alias(raw.name)
 
 
 def phone(expr: pl.Expr, default_region: str = "US") -> pl.Expr:
