@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -249,24 +250,29 @@ def test_any_changed_byte_is_detected(log: AuditLog, identity: Identity, data: s
         log.path.write_bytes(original)
 
 
-def _append_many(path: Path, identity: Identity, worker: int, count: int, start) -> None:
-    start.wait()
-    audit = AuditLog(path, identity)
-    for i in range(count):
-        audit.append("job", {"worker": worker, "i": i})
+APPENDER = """
+import sys, time
+from pathlib import Path
+from cleanroom.audit import AuditLog
+from cleanroom.keys.identity import load_identity
+log_path, identity_dir, go, worker, count = sys.argv[1:]
+log = AuditLog(Path(log_path), load_identity(Path(identity_dir)))
+while not Path(go).exists():
+    time.sleep(0.002)
+for i in range(int(count)):
+    log.append("job", {"worker": int(worker), "i": i})
+"""
 
 
-def test_concurrent_appends_form_one_chain(tmp_path: Path, identity: Identity) -> None:
-    path = tmp_path / "audit.jsonl"
-    context = multiprocessing.get_context("fork")
-    start = context.Event()
-    workers = [context.Process(target=_append_many, args=(path, identity, w, 40, start)) for w in range(2)]
-    for worker in workers:
-        worker.start()
-    start.set()
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+@pytest.mark.usefixtures("passphrase_env")
+def test_concurrent_appends_form_one_chain(tmp_path: Path, identity: Identity, identity_dir: Path) -> None:
+    path, go = tmp_path / "audit.jsonl", tmp_path / "go"
+    workers = [
+        subprocess.Popen([sys.executable, "-c", APPENDER, str(path), str(identity_dir), str(go), str(w), "40"])
+        for w in range(2)
+    ]
+    go.touch()
+    assert [worker.wait(timeout=60) for worker in workers] == [0, 0]
     result = verify_log(path, identity.card)
     assert len(result.entries) == 80
     for w in range(2):
