@@ -59,14 +59,14 @@ def write_lines(path: Path, rows: list[bytes]) -> None:
     path.write_bytes(b"".join(row + b"\n" for row in rows))
 
 
-def forged(previous: AuditEntry, signer: Identity, kind: str = "release", body: dict | None = None) -> bytes:
+def forged(previous: AuditEntry, signer: Identity) -> bytes:
     """An entry correctly chained after `previous`, signed by `signer`."""
     unsigned = {
         "log_id": previous.log_id,
         "seq": previous.seq + 1,
         "at": previous.at.isoformat().replace("+00:00", "Z"),
-        "kind": kind,
-        "body": body or {"handles": 1},
+        "kind": "release",
+        "body": {"handles": 1},
         "prev": previous.digest,
     }
     signature = signer.sign(signing_payload("audit-entry", unsigned)).hex()
