@@ -8,7 +8,7 @@ import polars as pl
 
 from cleanroom.privacy import neutralize_csv_cell, write_safe_csv
 
-RISKY = ["=HYPERLINK(\"x\")", "+1", "-2+3", "@SUM(A1)", "\tcmd", "\r=1"]
+RISKY = ['=HYPERLINK("x")', "+1", "-2+3", "@SUM(A1)", "\tcmd", "\r=1"]
 PLAIN = ["Riverside", "a=b", "SD-11", "", None]
 
 

@@ -121,7 +121,9 @@ def test_concurrent_processes_never_exceed_the_budget(tmp_path: Path) -> None:
     path, go = tmp_path / "ledger.sqlite", tmp_path / "go"
     BudgetLedger(path)
     workers = [
-        subprocess.Popen([sys.executable, "-c", CHARGER, str(path), f"p{n}", str(go)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", CHARGER, str(path), f"p{n}", str(go)], stdout=subprocess.PIPE, text=True
+        )
         for n in range(2)
     ]
     assert all(worker.stdout.readline().strip() == "ready" for worker in workers)

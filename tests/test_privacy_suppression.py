@@ -18,7 +18,9 @@ from cleanroom.privacy import PrivacyPolicy, ProtectedTable, protect_table
 TOTAL = object()  # the margin index of a dimension in an entry's key
 
 
-def feasible_ranges(released: ProtectedTable, dims: list[str], count: str = "count") -> dict[tuple, tuple[float, float]]:
+def feasible_ranges(
+    released: ProtectedTable, dims: list[str], count: str = "count"
+) -> dict[tuple, tuple[float, float]]:
     """Min and max of every suppressed entry given all released cells and margins (LP relaxation)."""
     values = {d: released.cells.get_column(d).unique(maintain_order=True).to_list() for d in dims}
     known: dict[tuple, int | None] = {}
@@ -53,7 +55,9 @@ def feasible_ranges(released: ProtectedTable, dims: list[str], count: str = "cou
         objective[i] = 1
         bounds = []
         for sign in (1, -1):
-            result = linprog(sign * objective, A_eq=np.array(rows), b_eq=np.array(rhs), bounds=(0, None), method="highs")
+            result = linprog(
+                sign * objective, A_eq=np.array(rows), b_eq=np.array(rhs), bounds=(0, None), method="highs"
+            )
             assert result.status in (0, 3), result.message
             bounds.append(math.inf if result.status == 3 else sign * result.fun)
         ranges[key] = (bounds[0], bounds[1])

@@ -83,7 +83,9 @@ class BudgetLedger:
                     )
                 return max(budget - spent, 0.0)
             if spent + epsilon > budget + _SLACK:
-                db.execute("INSERT INTO refusals VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*key, epsilon, spent, budget, _now()))
+                db.execute(
+                    "INSERT INTO refusals VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*key, epsilon, spent, budget, _now())
+                )
                 refused = (
                     f"privacy budget exhausted for consortium {consortium_id!r} epoch {epoch}: "
                     f"spent {spent:g} of {budget:g}, report {report!r} needs {epsilon:g}"

@@ -206,7 +206,9 @@ def _margin_level(
     )
     keys = pl.DataFrame(
         [
-            levels[i].gather(positions[kept.index(i)]) if i in kept else pl.Series(d, [None] * rows, dtype=levels[i].dtype)
+            levels[i].gather(positions[kept.index(i)])
+            if i in kept
+            else pl.Series(d, [None] * rows, dtype=levels[i].dtype)
             for i, d in enumerate(dims)
         ]
     ).select(pl.lit(",".join(dims[i] for i in kept)).alias("level"), *dims)
