@@ -31,7 +31,7 @@ from cleanroom.spec import MatchSpec
 from cleanroom.tokens import combination_tokens, random_handles, subkeys, token_list
 
 VAULT_FILE = "vault.parquet"
-BATCH_ROWS = 250_000
+BATCH_ROWS = 500_000
 BUCKET_ROWS = 1_000_000
 
 
@@ -73,7 +73,8 @@ class HashPlan:
     """The expressions one hash run evaluates on every batch."""
 
     spec: MatchSpec
-    columns: dict[str, str]
+    columns: dict[str, str]  # input column -> field type, for columns some key uses
+    primaries: dict[str, str]
     attributes: dict[str, str]
     id_column: str | None
     derived: dict[str, pl.Expr]
@@ -99,8 +100,10 @@ class HashPlan:
                 raise SpecError(f"attribute column {column!r} is not in the input")
         if id_column is not None and id_column not in available:
             raise SpecError(f"id column {id_column!r} is not in the input")
+        used = {field for k in spec.keys for field in k.fields}
         derived: dict[str, pl.Expr] = {}
         sources: dict[str, list[str]] = {}
+        primaries: dict[str, str] = {}  # column -> its first derived field a key uses
         for i, (column, field_type) in enumerate(columns.items()):
             is_generic = field_type in spec.generic_fields
             produced = normalize.derive(
@@ -110,9 +113,12 @@ class HashPlan:
             )
             for field, expr in produced.items():
                 field = field_type if is_generic else field
-                name = f"__f{i}:{field}"
-                derived[name] = expr
-                sources.setdefault(field, []).append(name)
+                if field in used:
+                    name = f"__f{i}:{field}"
+                    derived[name] = expr
+                    sources.setdefault(field, []).append(name)
+                    primaries.setdefault(column, name)
+        columns = {column: columns[column] for column in primaries}
         secret_subkeys = subkeys(key, [k.name for k in spec.keys])
         raw_tokens: dict[str, pl.Expr] = {}
         tokens: dict[str, pl.Expr] = {}
@@ -126,21 +132,13 @@ class HashPlan:
                 if names
                 else pl.lit(None, dtype=pl.List(pl.Binary))
             )
-        return cls(spec, columns, attributes, id_column, derived, raw_tokens, tokens)
-
-    def unused_keys(self) -> list[str]:
-        """Keys whose fields the input does not provide (their tokens are all null)."""
-        provided = {name.split(":", 1)[1] for name in self.derived}
-        return [k.name for k in self.spec.keys if not set(k.fields) <= provided]
+        return cls(spec, columns, primaries, attributes, id_column, derived, raw_tokens, tokens)
 
     def run(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
         """Tokens (with fresh handles, input order) , vault and counts of one batch."""
         handles = random_handles(batch.height)
         work = batch.rechunk().with_columns(handles, **self.derived).with_columns(**self.raw_tokens)
-        attribute_exprs = [
-            normalize.derive("generic", pl.col(column))["value"].alias(name)
-            for name, column in self.attributes.items()
-        ]
+        attribute_exprs = [_clear_value(pl.col(column)).alias(name) for name, column in self.attributes.items()]
         tokens = work.select(
             "handle", *[e.alias(k) for k, e in self.tokens.items()], *attribute_exprs
         )
@@ -162,8 +160,8 @@ class HashPlan:
             rows_with_token=counted["with_token"],
             tokens_per_key={k: counted[f"key:{k}"] for k in self.tokens},
         )
-        for i, (column, field_type) in enumerate(self.columns.items()):
-            primary = next(n for n in self.derived if n.startswith(f"__f{i}:"))
+        for column, field_type in self.columns.items():
+            primary = self.primaries[column]
             present = pl.col(column).cast(pl.String).str.strip_chars().fill_null("") != ""
             stats = work.select(
                 (~present).sum().alias("missing"),
@@ -178,6 +176,12 @@ class HashPlan:
                 reasons = {r: n for r, n in counts.iter_rows() if r is not None}
             summary.fields.append(FieldStats(column=column, field_type=field_type, reasons=reasons, **stats))
         return summary
+
+
+def _clear_value(column: pl.Expr) -> pl.Expr:
+    """A clear attribute as given, trimmed with inner whitespace collapsed; blank -> null."""
+    value = column.cast(pl.String).str.replace_all(r"\s+", " ").str.strip_chars()
+    return pl.when(value != "").then(value)
 
 
 def hash_frame(
@@ -302,7 +306,7 @@ def _scatter(tokens: pl.DataFrame, scratch: Path, batch: int, buckets: int) -> N
         "__bucket", as_dict=True, include_key=False
     )
     for (b,), part in parts.items():
-        part.write_parquet(scratch / f"b{b}-{batch}.parquet")
+        part.write_parquet(scratch / f"b{b}-{batch}.parquet", compression="uncompressed")
 
 
 def _gather(scratch: Path, buckets: int, target: Path) -> None:
@@ -315,7 +319,7 @@ def _gather(scratch: Path, buckets: int, target: Path) -> None:
                 continue
             table = pl.read_parquet(files).sort("handle").to_arrow()
             writer = writer or pq.ParquetWriter(
-                target, table.schema, compression="zstd", store_schema=False
+                target, table.schema, compression="none", store_schema=False  # tokens are random
             )
             writer.write_table(table.cast(writer.schema))
     finally:
