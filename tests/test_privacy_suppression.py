@@ -171,6 +171,7 @@ def test_noisy_margins_are_sums_of_noisy_cells() -> None:
         (pl.DataFrame({"a": ["x", "y", "x"], "b": [1, 1, 2], "count": [20, 30, 40]}), InputError),
         (pl.DataFrame({"a": ["x", "y"], "count": [20, -1]}), InputError),
         (pl.DataFrame({"a": ["x", "y"], "count": [20.0, 1.0]}), InputError),
+        (pl.DataFrame({"a": [], "count": []}, schema={"a": pl.String, "count": pl.Int64}), InputError),
     ],
 )
 def test_bad_tables_are_refused(table: pl.DataFrame, error: type[Exception]) -> None:
@@ -178,9 +179,10 @@ def test_bad_tables_are_refused(table: pl.DataFrame, error: type[Exception]) -> 
         protect_table(table, [c for c in table.columns if c != "count"], policy=PrivacyPolicy(dp=False), epsilon=None)
 
 
-def test_dp_needs_an_epsilon() -> None:
+@pytest.mark.parametrize("epsilon", [None, 0.6])
+def test_dp_needs_a_share_of_the_report_epsilon(epsilon: float | None) -> None:
     with pytest.raises(SpecError):
-        protect_table(pl.DataFrame({"a": ["x"], "count": [20]}), ["a"], policy=PrivacyPolicy(), epsilon=None)
+        protect_table(pl.DataFrame({"a": ["x"], "count": [20]}), ["a"], policy=PrivacyPolicy(), epsilon=epsilon)
 
 
 def test_policy_is_validated() -> None:

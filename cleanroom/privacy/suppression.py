@@ -62,8 +62,8 @@ def protect_table(
     codes, levels = _encode(table, dims, count)
     values = table.get_column(count).to_numpy().astype(np.int64)
     if policy.dp:
-        if epsilon is None:
-            raise SpecError("differential privacy is on but no epsilon was given for this table")
+        if epsilon is None or epsilon > policy.epsilon_per_report * (1 + 1e-9):
+            raise SpecError("with differential privacy on, a table needs a share of the report's epsilon")
         values = noisy_counts(values, epsilon=epsilon, sensitivity=sensitivity)
     grid = np.zeros(tuple(len(level) for level in levels), dtype=np.int64)
     grid[codes] = values
@@ -80,7 +80,7 @@ def protect_table(
         "dp": policy.dp,
         "mechanism": "discrete_laplace" if policy.dp else None,
         "epsilon": epsilon if policy.dp else None,
-        "sensitivity": sensitivity,
+        "sensitivity": sensitivity if policy.dp else None,
         "noise_scale": sensitivity / epsilon if policy.dp and epsilon else None,
         "negative_noisy_counts": "clipped to 0" if policy.dp else None,
         "margins": "sums of the released cells" + (" (after noise)" if policy.dp else ""),
@@ -102,8 +102,12 @@ def _encode(table: pl.DataFrame, dims: list[str], count: str) -> tuple[tuple[np.
     if not counts.dtype.is_integer() or counts.null_count() or (counts < 0).any():
         raise InputError(f"column {count!r} must hold non-negative integers without nulls")
     levels = [table.get_column(d).unique(maintain_order=True) for d in dims]
-    if table.height != int(np.prod([len(level) for level in levels])) or table.select(dims).is_duplicated().any():
-        raise InputError("a count table needs exactly one row per combination of its dimensions")
+    if (
+        table.height == 0
+        or table.height != int(np.prod([len(level) for level in levels]))
+        or table.select(dims).is_duplicated().any()
+    ):
+        raise InputError("a count table needs exactly one row per combination of its dimensions, and some rows")
     codes = tuple(
         table.select(d)
         .join(level.to_frame().with_row_index("_code"), on=d, how="left", nulls_equal=True, maintain_order="left")
