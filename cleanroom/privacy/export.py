@@ -19,8 +19,8 @@ def neutralize_csv_cell(cells: E) -> E:
     return cells.str.replace(_FORMULA_START, "'$1")
 
 
-def write_safe_csv(frame: pl.DataFrame, path: Path) -> None:
-    """Write `frame` as CSV, atomically, with every text cell and header neutralized."""
+def write_safe_csv(frame: pl.DataFrame, path: Path, *, private: bool = False) -> None:
+    """Write `frame` as CSV, atomically, with every text cell and header neutralized (0600 if `private`)."""
     text = [
         name
         for name, dtype in frame.schema.items()
@@ -29,4 +29,4 @@ def write_safe_csv(frame: pl.DataFrame, path: Path) -> None:
     safe = frame.with_columns(neutralize_csv_cell(pl.col(name).cast(pl.String)) for name in text)
     header = pl.Series([str(name) for name in frame.columns], dtype=pl.String)
     safe.columns = neutralize_csv_cell(header).to_list()
-    write_atomic(Path(path), safe.write_csv().encode())
+    write_atomic(Path(path), safe.write_csv().encode(), private=private)
