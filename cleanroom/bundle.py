@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cleanroom.attributes import AttributeProtection
 from cleanroom.errors import VerificationError
 from cleanroom.keys.identity import SIGNATURE_PREFIX, Identity, IdentityCard
 from cleanroom.tokens import HANDLE_BYTES, TOKEN_BYTES, TOKEN_SCHEME
@@ -56,6 +57,7 @@ class Manifest(BaseModel):
     row_count: int = Field(ge=0)
     keys: list[KeyInfo]
     attributes: list[str] = Field(default_factory=list)
+    attribute_protection: AttributeProtection | None = None
     tokens_file: str = TOKENS_FILE
     tokens_digest: str
     producer: IdentityCard

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from cleanroom import normalize
+from cleanroom.attributes import COUNT, apply_mapping, protect_attributes, protection_mapping
 from cleanroom.bundle import TOKENS_FILE, KeyInfo, Manifest, file_digest, sign_manifest
 from cleanroom.errors import InputError, SpecError
 from cleanroom.fsutil import staged_dir
@@ -33,6 +34,7 @@ from cleanroom.tokens import combination_tokens, random_handles, subkeys, token_
 VAULT_FILE = "vault.parquet"
 BATCH_ROWS = 500_000
 BUCKET_ROWS = 1_000_000
+DEFAULT_K = 10
 
 
 class FieldStats(BaseModel):
@@ -134,13 +136,20 @@ class HashPlan:
             )
         return cls(spec, columns, primaries, attributes, id_column, derived, raw_tokens, tokens)
 
+    def attribute_exprs(self) -> list[pl.Expr]:
+        """Clear attributes as given, trimmed with inner whitespace collapsed; blank -> null."""
+        exprs = []
+        for name, column in self.attributes.items():
+            value = pl.col(column).cast(pl.String).str.replace_all(r"\s+", " ").str.strip_chars()
+            exprs.append(pl.when(value != "").then(value).alias(name))
+        return exprs
+
     def run(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
         """Tokens (with fresh handles, input order) , vault and counts of one batch."""
         handles = random_handles(batch.height)
         work = batch.rechunk().with_columns(handles, **self.derived).with_columns(**self.raw_tokens)
-        attribute_exprs = [_clear_value(pl.col(column)).alias(name) for name, column in self.attributes.items()]
         tokens = work.select(
-            "handle", *[e.alias(k) for k, e in self.tokens.items()], *attribute_exprs
+            "handle", *[e.alias(k) for k, e in self.tokens.items()], *self.attribute_exprs()
         )
         vault = work.select(
             "handle",
@@ -178,12 +187,6 @@ class HashPlan:
         return summary
 
 
-def _clear_value(column: pl.Expr) -> pl.Expr:
-    """A clear attribute as given, trimmed with inner whitespace collapsed; blank -> null."""
-    value = column.cast(pl.String).str.replace_all(r"\s+", " ").str.strip_chars()
-    return pl.when(value != "").then(value)
-
-
 def hash_frame(
     frame: Any,
     key: ConsortiumKey,
@@ -191,16 +194,20 @@ def hash_frame(
     *,
     attributes: dict[str, str] | None = None,
     id_column: str | None = None,
+    k: int = DEFAULT_K,
 ) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
     """Hash an in-memory frame: (tokens in random order, vault, summary).
 
-    Accepts a polars or pandas frame. The tokens frame has the bundle's schema.
+    Accepts a polars or pandas frame. The tokens frame has the bundle's schema;
+    clear attributes are protected so every combination occurs in >= k rows.
     """
     df = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
     df = df.with_row_index(ROW, offset=1)
     plan = HashPlan.build(spec, key, df.columns, attributes=attributes, id_column=id_column)
     tokens, vault, summary = plan.run(df)
     _require_tokens(summary)
+    if plan.attributes:
+        tokens, _ = protect_attributes(tokens, list(plan.attributes), k)
     return tokens.sort("handle"), vault, summary
 
 
@@ -215,20 +222,28 @@ def hash_file(
     attributes: dict[str, str] | None = None,
     id_column: str | None = None,
     reference: bool = False,
+    k: int = DEFAULT_K,
     encoding: str = "utf-8",
     delimiter: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Manifest, HashSummary]:
     """Hash a CSV/Parquet file into a signed bundle at `out` and a vault at `vault_dir`.
 
-    Nothing is left at either path unless the whole run succeeds.
-    `progress(done_rows, total_rows)` is called after every batch.
+    Nothing is left at either path unless the whole run succeeds. Clear
+    attributes are protected so every combination occurs in at least `k` rows
+    (see `cleanroom.attributes`). `progress(done_rows, total_rows)` is called
+    after every batch.
     """
     lf = read_input(Path(input_path), encoding=encoding, delimiter=delimiter)
     plan = HashPlan.build(
         spec, key, lf.collect_schema().names(), attributes=attributes, id_column=id_column
     )
     total = _count_rows(lf, Path(input_path).name)
+    names = list(plan.attributes)
+    protection = None
+    if names:
+        combos = lf.select(plan.attribute_exprs()).group_by(names).agg(pl.len().alias(COUNT)).collect()
+        mapping, protection = protection_mapping(combos, names, k)
     if out.resolve() == vault_dir.resolve():
         raise InputError("--out and --vault must be different folders")
     summary = HashSummary()
@@ -242,6 +257,8 @@ def hash_file(
         try:
             for index, batch in enumerate(_batches(lf, Path(input_path).name)):
                 tokens, vault, batch_summary = plan.run(batch)
+                if names:
+                    tokens = apply_mapping(tokens, mapping, names)
                 summary.add(batch_summary)
                 _scatter(tokens, Path(scratch), index, buckets)
                 table = vault.to_arrow()
@@ -267,7 +284,8 @@ def hash_file(
                 KeyInfo(name=k.name, fields=k.fields, non_null=summary.tokens_per_key[k.name])
                 for k in spec.keys
             ],
-            attributes=list(plan.attributes),
+            attributes=names,
+            attribute_protection=protection,
             tokens_digest=file_digest(bundle_tmp / TOKENS_FILE),
             producer=identity.card,
         )

@@ -169,3 +169,43 @@ def test_cli_match_segment_resolve(world, tmp_path, monkeypatch, capsys):
                                 "--input", world["root"] / f"{name}.csv", "--out", tmp_path / "mine.csv"]])
     assert done.value.code in (0, None)
     assert pl.read_csv(tmp_path / "mine.csv").height > 0
+
+
+def test_reference_attribute_classes_are_at_least_k(world, tmp_path):
+    from cleanroom.attributes import smallest_class
+    from cleanroom.bundle import verify_bundle
+
+    manifest = verify_bundle(world["root"] / "bundles" / "ref")
+    assert manifest.attribute_protection.k == 10 and manifest.attribute_protection.dropped
+    tokens = pl.read_parquet(world["root"] / "bundles" / "ref" / "tokens.parquet")
+    assert smallest_class(tokens, list(ATTRIBUTES)) >= 10
+    refs, parts = bundles(world)
+    outcome = run_match(load_inputs(refs, parts), k=25)  # a stricter consortium re-protects on load
+    assert outcome.reprotected["Voter File"].k == 25
+    registered = outcome.rows.filter(pl.col("registered")).unique("ref_handle")
+    assert registered.height > 0
+    full = pl.read_parquet(world["root"] / "bundles" / "ref" / "tokens.parquet")
+    from cleanroom.broker.engine import _attribute_frame
+    from cleanroom.broker.load import LoadedBundle
+
+    frame, _ = _attribute_frame(LoadedBundle("Voter File", manifest, world["root"] / "bundles" / "ref"), 25)
+    assert smallest_class(frame, list(ATTRIBUTES)) >= 25 and frame.height == full.height
+
+
+def test_enrichment_reference_adds_attributes(world, tmp_path):
+    """A second reference (an engagement score keyed by email) joins the same job."""
+    root = world["root"]
+    name = PARTNERS[0]
+    emails = world["lists"][name].select("email").drop_nulls().unique().head(600)
+    scores = emails.with_columns(engagement=pl.int_range(pl.len()).mod(3).cast(pl.String))
+    scores.write_csv(tmp_path / "engagement.csv")
+    create_identity("Social Data Co", tmp_path / "id", PW)
+    spec = load_spec().model_copy(update={"allowed_attributes": [*load_spec().allowed_attributes, "engagement"]})
+    hash_file(tmp_path / "engagement.csv", tmp_path / "eng", tmp_path / "engv", key=world["key"],
+              identity=load_identity(tmp_path / "id", PW), spec=spec, reference=True,
+              attributes={"engagement": "engagement"})
+    refs, parts = bundles(world)
+    outcome = run_match(load_inputs([*refs, tmp_path / "eng"], parts))
+    assert "engagement" in outcome.attributes
+    tagged = outcome.rows.filter(pl.col("partner") == name, pl.col("engagement").is_not_null())
+    assert tagged.height >= 500

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from cleanroom.attributes import AttributeProtection, protect_attributes, smallest_class
 from cleanroom.broker.load import JobInputs, LoadedBundle
 from cleanroom.broker.match import KeyStats, cascade, reference_index
 from cleanroom.broker.persons import resolve_persons
@@ -26,6 +27,7 @@ class MatchOutcome:
     key_stats: dict[str, dict[str, KeyStats]]  # partner -> key -> counts
     ambiguous: dict[str, int]  # key -> ambiguous reference token values
     partners: list[str]
+    reprotected: dict[str, AttributeProtection]  # references whose attributes were coarsened on load
 
     def match_table(self) -> pl.DataFrame:
         """Partner, partner handle, reference handle, rule: the evaluation view."""
@@ -35,12 +37,21 @@ class MatchOutcome:
         )
 
 
-def _attribute_frame(reference: LoadedBundle) -> pl.DataFrame:
-    return reference.scan().select("handle", *reference.manifest.attributes).with_row_index("ref_idx").collect()
+def _attribute_frame(reference: LoadedBundle, k: int) -> tuple[pl.DataFrame, AttributeProtection | None]:
+    """A reference's attributes by row; re-protected here if any combination has fewer than k rows."""
+    names = reference.manifest.attributes
+    frame = reference.scan().select("handle", *names).with_row_index("ref_idx").collect()
+    if not names or smallest_class(frame, names) >= k:
+        return frame, None
+    return protect_attributes(frame, names, k)
 
 
-def run_match(inputs: JobInputs) -> MatchOutcome:
-    """Cascade every partner against every reference; resolve persons on the primary."""
+def run_match(inputs: JobInputs, *, k: int = 10) -> MatchOutcome:
+    """Cascade every partner against every reference; resolve persons on the primary.
+
+    Reference attributes are checked again here: any combination held by fewer
+    than `k` rows is coarsened before it can reach a report or a filter.
+    """
     keys = inputs.primary.key_names
     attribute_names: list[str] = []
     for reference in inputs.references:
@@ -50,8 +61,9 @@ def run_match(inputs: JobInputs) -> MatchOutcome:
         attribute_names += reference.manifest.attributes
     primary_index, ambiguous = reference_index(inputs.primary)
     extra_indexes = [reference_index(r)[0] for r in inputs.references[1:]]
-    primary_attrs = _attribute_frame(inputs.primary)
-    extra_attrs = [_attribute_frame(r).drop("handle") for r in inputs.references[1:]]
+    protected = {r.name: _attribute_frame(r, k) for r in inputs.references}
+    primary_attrs = protected[inputs.primary.name][0]
+    extra_attrs = [protected[r.name][0].drop("handle") for r in inputs.references[1:]]
 
     frames, key_stats = [], {}
     for partner in inputs.partners:
@@ -78,4 +90,7 @@ def run_match(inputs: JobInputs) -> MatchOutcome:
     rows = rows.with_columns(persons, (persons < reference_rows).alias("registered")).select(
         "partner", "handle", "has_token", "rule", "ref_handle", "person", "registered", *attribute_names
     )
-    return MatchOutcome(rows, attribute_names, key_stats, ambiguous, [p.name for p in inputs.partners])
+    reprotected = {name: p for name, (_, p) in protected.items() if p is not None}
+    return MatchOutcome(
+        rows, attribute_names, key_stats, ambiguous, [p.name for p in inputs.partners], reprotected
+    )

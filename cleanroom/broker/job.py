@@ -114,8 +114,11 @@ def match_job(
         check_crosstabs(crosstabs, record.attributes)
     except CleanroomError as exc:
         state.refuse("match", exc, job_id=record.job_id)
-    outcome = run_match(inputs)
-    state.audit.append("job", {"job_id": record.job_id, "inputs": record.inputs, "rows": outcome.rows.height})
+    outcome = run_match(inputs, k=policy.k)
+    state.audit.append("job", {
+        "job_id": record.job_id, "inputs": record.inputs, "rows": outcome.rows.height,
+        "attributes_coarsened_on_load": {n: p.dropped for n, p in outcome.reprotected.items()},
+    })
     report = _protected_report(state, record, lambda: build_report(
         outcome, job_id=record.job_id, consortium_id=record.consortium_id, epoch=record.epoch,
         policy=policy, crosstabs=crosstabs,

@@ -46,6 +46,7 @@ def hash(  # noqa: A001 - the verb is the interface
     attrs: Annotated[list[str] | None, typer.Option("--attr", help="NAME[=COLUMN] clear attribute to carry (must be allowed by the spec).")] = None,
     id_column: Annotated[str | None, typer.Option(help="Your own id column, kept in the vault only.")] = None,
     reference: Annotated[bool, typer.Option("--reference", help="Mark the bundle as a reference (voter file).")] = False,
+    k: Annotated[int, typer.Option("--k", min=2, help="Every combination of clear attributes must occur in at least k rows.")] = 10,
     encoding: Annotated[str, typer.Option(help="CSV encoding.")] = "utf-8",
     delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (sniffed if omitted).")] = None,
 ) -> None:
@@ -64,7 +65,7 @@ def hash(  # noqa: A001 - the verb is the interface
         manifest, summary = hash_file(
             input_file, out_dir, vault_dir,
             key=key, identity=identity, spec=spec, attributes=attributes,
-            id_column=id_column, reference=reference, encoding=encoding, delimiter=delimiter,
+            id_column=id_column, reference=reference, k=k, encoding=encoding, delimiter=delimiter,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     _print_summary(summary)
