@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import polars as pl
@@ -47,31 +48,79 @@ def nfkc(s: pl.Series) -> pl.Series:
     return s.scatter(idx, s.gather(idx).str.normalize("NFKC"))
 
 
-def _distinct(s: pl.Series, fn: Callable[[pl.Series], pl.Series]) -> pl.Series:
-    uniq = s.drop_nulls().unique()
-    return s.replace_strict(uniq, fn(uniq), default=None, return_dtype=pl.String)
+def _exact_codes(s: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """Distinct values of ``s`` (null included) and each row's index into them, by string equality."""
+    values = s.unique(maintain_order=True)
+    lookup = pl.DataFrame({"v": values, "i": pl.int_range(values.len(), dtype=pl.UInt32, eager=True)})
+    codes = pl.DataFrame({"v": s}).join(lookup, on="v", how="left", nulls_equal=True, maintain_order="left")
+    return values, codes["i"]
+
+
+def _row_hash(s: pl.Series) -> pl.Series:
+    return s.hash()
+
+
+_RECENT: dict[tuple[int, int], tuple[pl.Series, pl.Series, pl.Series]] = {}
+_RECENT_MAX = 8
+_RECENT_LOCK = threading.Lock()
+
+
+def distinct_codes(s: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """Distinct values of a String series (null included) and each row's index into them.
+
+    Rows are grouped by a 64-bit hash, then every row is checked against its
+    group's value, so a hash collision only costs the exact (slower) path and
+    never changes a result. The last few encodings are kept: the several fields
+    derived from one column (first, first_canon, ...) share one encoding.
+    """
+    h = _row_hash(s)
+    key = (s.len(), h.sum())
+    with _RECENT_LOCK:
+        hit = _RECENT.get(key)
+    if hit is not None and hit[0].equals(s, check_names=False):
+        return hit[1], hit[2]
+    first = h.arg_unique()
+    values = s.gather(first)
+    codes = h.replace_strict(h.gather(first), pl.int_range(first.len(), dtype=pl.UInt32, eager=True))
+    if not values.gather(codes).eq_missing(s).all():
+        values, codes = _exact_codes(s)
+    with _RECENT_LOCK:
+        while len(_RECENT) >= _RECENT_MAX:
+            del _RECENT[next(iter(_RECENT))]
+        _RECENT[key] = (s, values, codes)
+    return values, codes
+
+
+def _via_codes(s: pl.Series, fn: Callable[[pl.Series], pl.Series]) -> pl.Series:
+    s = s.cast(pl.String)
+    values, codes = distinct_codes(s)
+    out = fn(values)
+    return out.zip_with(values.is_not_null(), pl.Series([None], dtype=pl.String)).gather(codes).alias(s.name)
 
 
 def map_distinct(expr: pl.Expr, fn: Callable[[str], str | None]) -> pl.Expr:
     """Apply a per-value Python function once per distinct non-null value of each batch."""
 
-    def mapped(uniq: pl.Series) -> pl.Series:
-        return pl.Series([fn(v) for v in uniq.to_list()], dtype=pl.String)
+    def mapped(values: pl.Series) -> pl.Series:
+        return pl.Series([None if v is None else fn(v) for v in values.to_list()], dtype=pl.String)
 
-    return expr.map_batches(lambda s: _distinct(s, mapped), return_dtype=pl.String, is_elementwise=True)
+    return expr.map_batches(lambda s: _via_codes(s, mapped), return_dtype=pl.String, is_elementwise=True)
 
 
 def via_distinct(expr: pl.Expr, normalizer: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
-    """Evaluate a polars normalizer on the distinct values of each batch and join back.
+    """Evaluate a polars normalizer on the distinct values of each batch and map back.
 
     For repetitive fields (names, dates, zips) this turns a million rows into a
-    few thousand before any string work runs.
+    few thousand before any string work runs. The normalizer must begin by
+    casting to String (``as_text``), so that running it on the String form of
+    the values gives what it gives on the values themselves, and must map null
+    to null.
     """
 
-    def run(uniq: pl.Series) -> pl.Series:
-        return pl.DataFrame({"v": uniq}).select(normalizer(pl.col("v"))).to_series()
+    def run(values: pl.Series) -> pl.Series:
+        return pl.DataFrame({"v": values}).select(normalizer(pl.col("v"))).to_series()
 
-    return expr.map_batches(lambda s: _distinct(s, run), return_dtype=pl.String, is_elementwise=True)
+    return expr.map_batches(lambda s: _via_codes(s, run), return_dtype=pl.String, is_elementwise=True)
 
 
 def _generic(expr: pl.Expr) -> pl.Expr:

@@ -1,0 +1,60 @@
+"""The fast paths of the normalizers give what the plain per-value expressions give."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cleanroom.normalize import FIELD_TYPES, derive, generic
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+values = st.lists(st.one_of(st.none(), st.text(max_size=30), st.sampled_from(["Bob", " bob ", "BOB", "", "02134"])),
+                  min_size=1, max_size=30)
+
+
+def everything(items: list) -> pl.DataFrame:
+    exprs = {f"{ft}.{name}": e for ft in FIELD_TYPES for name, e in derive(ft, pl.col("x")).items()}
+    return pl.DataFrame({"x": items}, schema={"x": pl.String}).select(**exprs)
+
+
+@SETTINGS
+@given(values)
+def test_hash_collisions_never_change_a_result(items: list) -> None:
+    expected = everything(items)
+    generic._RECENT.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(generic, "_row_hash", lambda s: pl.Series([7] * s.len(), dtype=pl.UInt64))
+        assert everything(items).equals(expected)
+        assert everything(items[::-1]).equals(expected.reverse())
+    generic._RECENT.clear()
+
+
+@SETTINGS
+@given(values, values)
+def test_cached_encodings_belong_to_their_column(a: list, b: list) -> None:
+    n = min(len(a), len(b))
+    frame = pl.DataFrame({"a": a[:n], "b": b[:n]}, schema={"a": pl.String, "b": pl.String})
+    exprs = {f"{c}.{ft}.{name}": e for c in "ab" for ft in ("first_name", "last_name", "dob", "zip")
+             for name, e in derive(ft, pl.col(c)).items()}
+    together = frame.select(**exprs)
+    generic._RECENT.clear()
+    for c in "ab":
+        alone = frame.select(**{k: e for k, e in exprs.items() if k.startswith(f"{c}.")})
+        assert together.select(alone.columns).equals(alone)
+
+
+def test_distinct_codes_round_trip() -> None:
+    s = pl.Series(["b", None, "a", "b", "", None, "a"])
+    values, codes = generic.distinct_codes(s)
+    assert values.n_unique() == values.len() == 4
+    assert values.gather(codes).eq_missing(s).all()
+    values, codes = generic._exact_codes(s)
+    assert values.gather(codes).eq_missing(s).all()
+
+
+def test_float_zero_signs_are_values_of_their_own() -> None:
+    frame = pl.DataFrame({"x": [0.0, -0.0, -0.0, 0.0]})
+    out = frame.select(derive("generic", pl.col("x"))["value"]).to_series().to_list()
+    assert out == ["0.0", "-0.0", "-0.0", "0.0"]
