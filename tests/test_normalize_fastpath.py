@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cleanroom.normalize import FIELD_TYPES, derive, generic
+from cleanroom.normalize import FIELD_TYPES, derive, email, generic
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 values = st.lists(st.one_of(st.none(), st.text(max_size=30), st.sampled_from(["Bob", " bob ", "BOB", "", "02134"])),
@@ -58,3 +58,13 @@ def test_float_zero_signs_are_values_of_their_own() -> None:
     frame = pl.DataFrame({"x": [0.0, -0.0, -0.0, 0.0]})
     out = frame.select(derive("generic", pl.col("x"))["value"]).to_series().to_list()
     assert out == ["0.0", "-0.0", "-0.0", "0.0"]
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), st.emails(), st.text(max_size=30),
+                          st.builds(lambda a, b, c: f"{a} MailTo:<{b}+{c}@GoogleMail.COM> ",
+                                    st.sampled_from(["", " ", "\t"]), st.text(max_size=8), st.text(max_size=8))),
+                min_size=1, max_size=30))
+def test_email_single_pattern_equals_stepwise_rules(items: list) -> None:
+    raw = pl.Series("x", items, dtype=pl.String)
+    assert email._canonical(raw).equals(email._frame(raw)["email"].alias("x"))
