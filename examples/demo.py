@@ -1,10 +1,13 @@
-"""End-to-end demo on generated data: key ceremony, hashing, verification.
+"""End-to-end demo on generated data: key ceremony, hashing, verification, matching.
 
     python examples/demo.py [--workdir DIR] [--voters N] [--list-size N]
 
 Four organizations (a voter-file custodian and three partners) agree on a
 consortium key through a directory relay, each hashes its list into a signed
 bundle, and every bundle is verified and checked to be from the same epoch.
+A neutral broker then matches the partner bundles against the voter file and
+prints the protected report (small cells suppressed, counts noised) and the
+size of each partner's release of its own handles.
 Everything is written to a temporary folder unless --workdir is given.
 """
 
@@ -18,9 +21,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cleanroom import create_identity, hash_file, load_identity, load_key, load_spec, verify_bundle
+from cleanroom import (
+    BrokerState,
+    Policy,
+    create_identity,
+    hash_file,
+    load_identity,
+    load_key,
+    load_spec,
+    match_job,
+    verify_bundle,
+)
+from cleanroom.cli.broker import print_report
 from cleanroom.keys.ceremony import contribute, finish
-from cleanroom.keys.consortium import accept_consortium, init_consortium, require_same_epoch
+from cleanroom.keys.consortium import accept_consortium, init_consortium, load_consortium, require_same_epoch
 from cleanroom.keys.relay import DirectoryRelay
 from cleanroom.synth import generate_partners, generate_voters, write_frame
 
@@ -30,6 +44,23 @@ PARTNERS = ["Riverside Tenants Union", "Eastside Teachers", "Transit Riders Alli
 VOTER_ATTRIBUTES = ["county", "congressional_district", "state_house_district", "precinct", "party"]
 
 console = Console()
+
+
+def broker_match(work: Path, key_files: dict[str, Path]) -> None:
+    """The broker (not a consortium member, never holds the key) matches and reports."""
+    create_identity("Neutral Broker", work / "broker" / "identity", PASSPHRASE)
+    state = BrokerState(work / "broker" / "state", load_identity(work / "broker" / "identity", PASSPHRASE))
+    report, releases = match_job(
+        [key_files[CUSTODIAN].parent / "bundle"],
+        [key_files[name].parent / "bundle" for name in PARTNERS],
+        work / "broker" / "jobs" / "first-match",
+        state=state,
+        consortium=load_consortium(work / "consortium.json"),
+        crosstabs=[["state_house_district", "party"]],
+    )
+    print_report(report, limit=8)
+    for name, manifest in releases.items():
+        console.print(f"release for {name}: {manifest.rows:,} of its own handles (signed by the broker)")
 
 
 def ceremony(work: Path) -> dict[str, Path]:
@@ -45,6 +76,7 @@ def ceremony(work: Path) -> dict[str, Path]:
         identities[CUSTODIAN],
         [identities[n].card for n in PARTNERS],
         work / "consortium.json",
+        policy=Policy(clear_attributes=tuple(VOTER_ATTRIBUTES)),
     )
     for identity in identities.values():
         accept_consortium(consortium, identity, relay)
@@ -108,6 +140,8 @@ def main() -> None:
             f"all {len(manifests)} bundles verified: signed, digests intact, same consortium, "
             f"epoch and key ({time.perf_counter() - started:.1f} s)"
         )
+        broker_match(work, key_files)
+        console.print(f"match job done ({time.perf_counter() - started:.1f} s)")
 
 
 if __name__ == "__main__":
