@@ -68,3 +68,25 @@ def test_float_zero_signs_are_values_of_their_own() -> None:
 def test_email_single_pattern_equals_stepwise_rules(items: list) -> None:
     raw = pl.Series("x", items, dtype=pl.String)
     assert email._canonical(raw).equals(email._frame(raw)["email"].alias("x"))
+
+
+def test_email_edges_equal_stepwise_rules() -> None:
+    items = [
+        None, "", " ", "\x0b a@b.com \x0c", "\r\na@b.com\n", "a+\n@x.com", "MAILTO:A@B.COM", "<<a@b.com>>",
+        "mailto:mailto:a@b.com", " <mailto:a@b.com>", "a.b+c.d@googlemail.com", "a.b+c+d@GMAIL.com",
+        "a@gmail.com.evil.org", "x" * 64 + "@b.com", "x" * 65 + "@b.com", "x" * 60 + "+" + "y" * 20 + "@b.com",
+        "x@" + "b" * 60 + ".com", "a@" + ("b" * 63 + ".") * 4 + "com", "é@b.com", "a+é@b.com", "Ａ@b.com",
+        "a@b.c0m", "a@-b.com", ".a@b.com", "a.@b.com", "a..b@gmail.com", "+a@b.com", "a@b@c.com", "a@",
+    ]
+    raw = pl.Series("x", items, dtype=pl.String)
+    assert email._canonical(raw).equals(email._frame(raw)["email"].alias("x"))
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="aB.+@<> \t\x0b\r\nmailto:gcé", max_size=20),
+                          st.builds(lambda a, b: f"{a}@{b}", st.text("aZ.+-_é\n", max_size=70),
+                                    st.sampled_from(["gmail.com", "GoogleMail.com", "x.org", "b", "-a.com"]))),
+                min_size=1, max_size=40))
+def test_email_fast_path_on_odd_characters(items: list) -> None:
+    raw = pl.Series("x", items, dtype=pl.String)
+    assert email._canonical(raw).equals(email._frame(raw)["email"].alias("x"))
