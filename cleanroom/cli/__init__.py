@@ -21,9 +21,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cleanroom.cli import audit, broker, keys, partner, synth
+    from cleanroom.cli import audit, broker, keys, partner, service, synth
 
-    for module in (partner, keys, synth, broker, audit):
+    for module in (partner, keys, synth, broker, audit, service):
         for name, sub in getattr(module, "SUBCOMMANDS", {}).items():
             app.add_typer(sub, name=name)
         for command in getattr(module, "COMMANDS", ()):

@@ -86,8 +86,16 @@ class DirectoryRelay:
 
 
 def open_relay(location: str | Path) -> Relay:
-    """A relay from a command-line location; only directories are supported for now."""
+    """A relay from a command-line location: a folder, or the broker service at http(s)://.
+
+    The service relay signs its requests with the identity named by
+    CLEANROOM_IDENTITY or the client config (see `cleanroom.service.client`).
+    """
     text = str(location)
+    if re.match(r"^https?://", text):
+        from cleanroom.service.client import HttpRelay
+
+        return HttpRelay(text)
     if re.match(r"^[a-z][a-z0-9+.-]*://", text):
-        raise InputError("only directory relays are supported for now; give a folder path")
+        raise InputError("a relay is a folder path or the broker service's http(s):// address")
     return DirectoryRelay(Path(text))
