@@ -11,8 +11,6 @@ LDH labels and an alphabetic TLD).
 from __future__ import annotations
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from cleanroom.normalize.generic import nfkc
 
@@ -64,47 +62,7 @@ def _frame(raw: pl.Series) -> pl.DataFrame:
     )
 
 
-# An ASCII address of at most this many bytes passes every length rule once it is valid:
-# the local part is at most 69 - len("@a.bc") = 64 bytes, local part plus domain at most 68.
-_SHORT = 69
-
-
 def _canonical(raw: pl.Series) -> pl.Series:
-    """Canonical email or null; the same as ``_frame(raw)["email"]``.
-
-    Short ASCII addresses (nearly all of them) run through Arrow's ASCII string
-    kernels, which cost a few milliseconds per million values; the rest (non-ASCII,
-    long, or anything unusual) through ``_canonical_polars``.
-    """
-    s = raw.cast(pl.String)
-    a = s.to_arrow()
-    if not pa.types.is_large_string(a.type):
-        a = a.cast(pa.large_string())
-    lowered = pc.ascii_lower(pc.ascii_trim_whitespace(a))
-    t = pc.ascii_trim(lowered, " \t<>")
-    fast = pc.and_(
-        pc.and_(pc.string_is_ascii(a), pc.less_equal(pc.binary_length(t), _SHORT)),
-        pc.invert(pc.starts_with(lowered, "mailto:")),
-    )
-    ok = pc.and_(pc.match_substring_regex(t, _VALID), fast)
-    frame = pl.DataFrame({"t": pl.Series(t, dtype=pl.String), "ok": pl.Series(ok, dtype=pl.Boolean)})
-    t_, ok_ = pl.col("t"), pl.col("ok")
-    frame = frame.select(
-        pl.when(ok_).then(t_).alias("out"),
-        (ok_ & (t_.str.contains("+", literal=True) | t_.str.ends_with("@gmail.com")
-                | t_.str.ends_with("@googlemail.com"))).alias("fix"),
-    )
-    out = frame["out"].alias(raw.name)
-    fix = frame["fix"].arg_true()
-    if fix.len():
-        out = out.scatter(fix, _canonical_polars(out.gather(fix)))
-    slow = pl.Series(pc.invert(pc.fill_null(fast, True)), dtype=pl.Boolean).arg_true()
-    if slow.len():
-        out = out.scatter(slow, _canonical_polars(s.gather(slow)))
-    return out
-
-
-def _canonical_polars(raw: pl.Series) -> pl.Series:
     """Canonical email or null; the same as ``_frame(raw)["email"]``, in fewer passes.
 
     One regular expression decides validity (exactly one '@', a valid local
