@@ -28,6 +28,7 @@ Rules every function follows:
 
 from __future__ import annotations
 
+import io
 import itertools
 import textwrap
 from collections.abc import Mapping
@@ -281,7 +282,15 @@ def breakdown(report: ReportSource, attribute: str, *, wide: bool = False) -> pl
 def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    class ReportFigure(Figure):
+        """A figure that shows itself in Jupyter when returned from a cell, without pyplot."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+            return buffer.getvalue()
+
+    return ReportFigure(figsize=(width, height), layout="constrained")
 
 
 def _axes(ax: Axes | None, width: float, height: float) -> Axes:
