@@ -33,6 +33,11 @@ class LoadedBundle:
 
     def key_tokens(self, key: str, index: str) -> pl.LazyFrame:
         """Long (index, token) pairs of one match key, tokens as UInt128, one row per distinct pair."""
+        return self.token_pairs(key, index).unique()
+
+    def token_pairs(self, key: str, index: str) -> pl.LazyFrame:
+        """Like `key_tokens` without removing repeated pairs (a row listing a token twice): cheaper
+        for callers that deduplicate later anyway."""
         return (
             self.scan()
             .with_row_index(index)
@@ -40,7 +45,6 @@ class LoadedBundle:
             .explode("token")
             .drop_nulls("token")
             .select(index, pl.col("token").bin.reinterpret(dtype=pl.UInt128, endianness="big"))
-            .unique()
         )
 
 

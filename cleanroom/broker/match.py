@@ -34,19 +34,51 @@ class CascadeResult:
 
 
 def reference_index(reference: LoadedBundle) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
-    """Per key: unambiguous token -> ref_idx table, and the count of ambiguous token values."""
+    """Per key: unambiguous token -> ref_idx table (sorted by token), and the count of ambiguous token values.
+
+    Sort-based: after sorting by token, a token whose neighbours differ is held by
+    one row; only the few repeated tokens are grouped to count their distinct rows.
+    """
     unique: dict[str, pl.DataFrame] = {}
     ambiguous: dict[str, int] = {}
+    token = pl.col("token")
+    repeated = ((token == token.shift(1)) | (token == token.shift(-1))).fill_null(False)
     for key in reference.key_names:
+        pairs = reference.token_pairs(key, "ref_idx").sort("token").with_columns(repeated.alias("repeated"))
+        pairs = pairs.collect()
         held = (
-            reference.key_tokens(key, "ref_idx")
+            pairs.filter("repeated")
             .group_by("token")
-            .agg(pl.col("ref_idx").first(), pl.len().alias("holders"))
-            .collect()
+            .agg(pl.col("ref_idx").first(), pl.col("ref_idx").n_unique().alias("holders"))
         )
-        unique[key] = held.filter(pl.col("holders") == 1).drop("holders")
+        single = held.filter(pl.col("holders") == 1).select("token", "ref_idx").sort("token")
+        table = pairs.filter(~pl.col("repeated")).select("token", "ref_idx").merge_sorted(single, key="token")
+        unique[key] = table.with_columns(token.set_sorted())
         ambiguous[key] = held.filter(pl.col("holders") > 1).height
     return unique, ambiguous
+
+
+def _unique_hits(partner: LoadedBundle, table: pl.DataFrame, key: str) -> pl.DataFrame:
+    """(p_idx, ref_idx, targets) of one key: the reference rows each partner row's tokens point to."""
+    if not table.get_column("token").flags["SORTED_ASC"]:
+        table = table.sort("token")
+    # as-of join on sorted tokens (a merge, cheaper than hashing the large index), then exact equality
+    found = (
+        partner.token_pairs(key, "p_idx")
+        .sort("token")
+        .join_asof(
+            table.lazy().select(pl.col("token").set_sorted(), pl.col("token").alias("hit"), "ref_idx"),
+            on="token", strategy="backward", check_sortedness=False,
+        )
+        .filter(pl.col("hit") == pl.col("token"))
+    )
+    return (
+        found.select("p_idx", "ref_idx")
+        .unique()
+        .group_by("p_idx")
+        .agg(pl.col("ref_idx").first(), pl.len().alias("targets"))
+        .collect()
+    )
 
 
 def cascade(partner: LoadedBundle, index: dict[str, pl.DataFrame], keys: list[str]) -> CascadeResult:
@@ -54,15 +86,7 @@ def cascade(partner: LoadedBundle, index: dict[str, pl.DataFrame], keys: list[st
     hits = []
     stats: dict[str, KeyStats] = {}
     for rank, key in enumerate(keys):
-        per_row = (
-            partner.key_tokens(key, "p_idx")
-            .join(index[key].lazy(), on="token")
-            .select("p_idx", "ref_idx")
-            .unique()
-            .group_by("p_idx")
-            .agg(pl.col("ref_idx").first(), pl.len().alias("targets"))
-            .collect()
-        )
+        per_row = _unique_hits(partner, index[key], key)
         stats[key] = KeyStats(split=per_row.filter(pl.col("targets") > 1).height)
         hits.append(
             per_row.filter(pl.col("targets") == 1)

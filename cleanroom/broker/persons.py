@@ -8,6 +8,7 @@ reference persons, so overlap counts include people who are not registered.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from cleanroom.broker.load import LoadedBundle
@@ -26,33 +27,52 @@ def resolve_persons(rows: pl.DataFrame, partners: dict[str, LoadedBundle], refer
 
     Ids below `reference_rows` are reference rows (registered people); the
     others stand for unregistered people found only in partner lists.
+
+    Each round, every shared token takes the smallest label of its rows, and
+    every row not fixed to a reference row takes the smallest label of its
+    tokens. Rounds run on dense integer arrays (tokens numbered once after a
+    sort), so a round costs two segmented minimums.
     """
     rows = rows.with_row_index("g")
-    label = pl.when(pl.col("ref_idx").is_not_null()).then(pl.col("ref_idx").cast(pl.UInt64))
-    labels = rows.select("g", label.fill_null(pl.col("g").cast(pl.UInt64) + reference_rows).alias("label"),
-                         pl.col("ref_idx").is_not_null().alias("fixed"))
+    fixed = rows.get_column("ref_idx").is_not_null().to_numpy()
+    labels = (
+        rows.select(pl.coalesce(pl.col("ref_idx").cast(pl.UInt64), pl.col("g").cast(pl.UInt64) + reference_rows))
+        .to_series()
+        .to_numpy()
+        .copy()
+    )
     edges = pl.concat(
         [
-            bundle.key_tokens(key, "p_idx")
+            bundle.token_pairs(key, "p_idx")
             .join(rows.lazy().filter(pl.col("partner") == name).select("g", "p_idx"), on="p_idx")
             .select("g", "token")
-            .collect()
             for name, bundle in partners.items()
             for key in linking_keys(bundle)
         ]
-        or [pl.DataFrame(schema={"g": pl.UInt32, "token": pl.UInt128})]
+        or [pl.LazyFrame(schema={"g": pl.UInt32, "token": pl.UInt128})]
     )
-    shared = edges.filter(pl.len().over("token") > 1)
+    token = pl.col("token")
+    shared = (
+        edges.sort("token")
+        .filter(((token == token.shift(1)) | (token == token.shift(-1))).fill_null(False))
+        .select("g", (token != token.shift(1)).fill_null(True).cum_sum().cast(pl.UInt32).alias("t"))
+        .collect()
+    )
+    if shared.is_empty():
+        return pl.Series("person", labels)
+    g = shared.get_column("g").to_numpy()
+    t = shared.get_column("t").to_numpy() - 1  # sorted, 0..T-1
+    token_starts = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
+    by_row = np.argsort(g, kind="stable")
+    g_sorted = g[by_row]
+    row_starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+    touched = g_sorted[row_starts]
+    free = ~fixed[touched]
     for _ in range(MAX_ROUNDS):
-        token_label = shared.join(labels, on="g").group_by("token").agg(pl.col("label").min())
-        best = shared.join(token_label, on="token").group_by("g").agg(pl.col("label").min().alias("best"))
-        updated = labels.join(best, on="g", how="left").with_columns(
-            pl.when(~pl.col("fixed") & (pl.col("best") < pl.col("label")))
-            .then(pl.col("best"))
-            .otherwise(pl.col("label"))
-            .alias("new")
-        )
-        if updated.filter(pl.col("new") != pl.col("label")).is_empty():
+        token_label = np.minimum.reduceat(labels[g], token_starts)
+        best = np.minimum.reduceat(token_label[t][by_row], row_starts)
+        better = free & (best < labels[touched])
+        if not better.any():
             break
-        labels = updated.select("g", pl.col("new").alias("label"), "fixed")
-    return labels.sort("g")["label"].alias("person")
+        labels[touched[better]] = best[better]
+    return pl.Series("person", labels)
