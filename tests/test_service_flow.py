@@ -16,7 +16,13 @@ import pytest
 from cleanroom import hash_file, load_spec
 from cleanroom.broker.job import BrokerState, match_job
 from cleanroom.broker.releases import RELEASE_FILE
-from cleanroom.bundle import MANIFEST_FILE, TOKENS_FILE, file_digest, read_manifest, sign_manifest
+from cleanroom.bundle import (
+    MANIFEST_FILE,
+    TOKENS_FILE,
+    file_digest,
+    read_manifest,
+    sign_manifest,
+)
 from cleanroom.cli import main
 from cleanroom.keys import ceremony
 from cleanroom.keys import identity as ident

@@ -31,16 +31,29 @@ from starlette.requests import ClientDisconnect
 
 from cleanroom.broker.job import BrokerState
 from cleanroom.broker.releases import MANIFEST_FILE as RELEASE_MANIFEST
-from cleanroom.broker.releases import RELEASE_FILE, SIGNATURE_FILE as RELEASE_SIGNATURE
+from cleanroom.broker.releases import RELEASE_FILE
+from cleanroom.broker.releases import SIGNATURE_FILE as RELEASE_SIGNATURE
 from cleanroom.broker.reports import load_report
 from cleanroom.bundle import _SIGNING_DOMAIN as BUNDLE_SIGNING_DOMAIN
-from cleanroom.bundle import MANIFEST_FILE, SIGNATURE_FILE, TOKENS_FILE, Manifest, verify_bundle
+from cleanroom.bundle import (
+    MANIFEST_FILE,
+    SIGNATURE_FILE,
+    TOKENS_FILE,
+    Manifest,
+    verify_bundle,
+)
 from cleanroom.errors import CleanroomError, VerificationError
 from cleanroom.fsutil import write_atomic
 from cleanroom.keys.consortium import parse_consortium
 from cleanroom.keys.identity import Identity, IdentityCard
 from cleanroom.service import auth
-from cleanroom.service.problems import Problem, from_library, install, not_found, problem_response
+from cleanroom.service.problems import (
+    Problem,
+    from_library,
+    install,
+    not_found,
+    problem_response,
+)
 from cleanroom.service.storage import Store
 from cleanroom.service.worker import Worker
 
@@ -65,6 +78,7 @@ class Settings:
     max_upload_bytes: int = 4 << 30
     idle_timeout: float = 30.0
     max_attempts: int = 3
+    verify_concurrency: int = 2
 
 
 @dataclass(frozen=True)
@@ -206,6 +220,7 @@ def create_app(settings: Settings) -> FastAPI:
     store.clean_partial_files()
     state = BrokerState(store.broker_dir, settings.identity)
     worker = Worker(store, state, max_attempts=settings.max_attempts)
+    verify_slots = asyncio.Semaphore(settings.verify_concurrency)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -488,8 +503,9 @@ def create_app(settings: Settings) -> FastAPI:
                 total = await self._spool(folder / TOKENS_FILE)
                 if self.hasher.hexdigest() != self.request.state.signed_digest:
                     raise _unauthorized("the body does not match the signed digest")
-                return await run_in_threadpool(self._commit, folder, manifest, manifest_bytes, signature,
-                                               manifest_digest, total, response)
+                async with verify_slots:  # verification reads the whole file: bound how many run at once
+                    return await run_in_threadpool(self._commit, folder, manifest, manifest_bytes, signature,
+                                                   manifest_digest, total, response)
             finally:
                 await run_in_threadpool(shutil.rmtree, staging, True)
 
@@ -503,7 +519,8 @@ def create_app(settings: Settings) -> FastAPI:
         async def _spool(self, path: Path) -> int:
             limit = settings.max_upload_bytes
             total = 0
-            with open(path, "wb") as f:
+            # page-cache writes of one received chunk at a time; the final fsync is the only long wait
+            with open(path, "wb") as f:  # noqa: ASYNC230
                 chunk = self.buffer
                 while True:
                     if chunk:

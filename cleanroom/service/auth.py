@@ -61,7 +61,7 @@ def sign_request(identity: Identity, method: str, target: str, digest: str = EMP
 class SignedHeaders:
     """The authentication headers of one request, syntax-checked (not yet verified)."""
 
-    __slots__ = ("key", "timestamp", "nonce", "digest", "signature")
+    __slots__ = ("digest", "key", "nonce", "signature", "timestamp")
 
     def __init__(self, key: str, timestamp: int, nonce: str, digest: str, signature: bytes):
         self.key, self.timestamp, self.nonce, self.digest, self.signature = key, timestamp, nonce, digest, signature

@@ -17,7 +17,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import blake3
 import httpx
@@ -93,7 +93,7 @@ class ServiceClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> ServiceClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -229,8 +229,7 @@ class ServiceClient:
                     path = f"/v1/jobs/{_segment(job_id)}/releases/{_segment(release['release_id'])}/{_segment(name)}"
                     response = self.request("GET", path, stream=True)
                     with open(staging / name, "wb") as f:
-                        for block in response.iter_bytes(CHUNK):
-                            f.write(block)
+                        f.writelines(response.iter_bytes(CHUNK))
                     response.close()
                 verify_release(staging, broker)
             folders.append(target)
