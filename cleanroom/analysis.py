@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 SUPPRESSED_LABEL = "suppressed"
-_HATCH = dict(facecolor="white", edgecolor="0.45", hatch="////", linewidth=0.6)
+_HATCH = {"facecolor": "white", "edgecolor": "0.45", "hatch": "////", "linewidth": 0.6}
 _REGISTERED = "#2c6e9b"
 _UNREGISTERED = "#9cc3dd"
 _UNSPLIT = "#6a9fc2"
@@ -352,7 +352,7 @@ def plot_overlap(report: ReportSource, *, share: bool = False, ax: Axes | None =
         if np.isnan(value):
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, **_HATCH))
             ax.text(j, i, SUPPRESSED_LABEL, ha="center", va="center", fontsize=7, color="0.25",
-                    bbox=dict(facecolor="white", edgecolor="none", pad=1))
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
         else:
             ax.text(j, i, _fmt(value, share), ha="center", va="center", fontsize=8,
                     color="white" if value > 0.6 * (1 if share else top) else "black")

@@ -191,8 +191,8 @@ def test_suppressed_cells_are_drawn_as_suppressed_never_as_numbers(jobs, tmp_pat
     sets = ca.intersections(report)
     fig = ca.plot_upset(report)
     assert texts(fig).count(ca.SUPPRESSED_LABEL) == sets["total"].null_count()
-    for fig in [fig, ca.plot_match_rules(report), ca.plot_overlap(report, share=True)]:
-        ca.save_figure(fig, tmp_path / "suppressed.png", dpi=50)
+    for other in [fig, ca.plot_match_rules(report), ca.plot_overlap(report, share=True)]:
+        ca.save_figure(other, tmp_path / "suppressed.png", dpi=50)
 
     nothing = ca.load(all_suppressed(ca.load(jobs["exact"])))
     assert ca.match_rates(nothing)["match_rate"].null_count() == len(PARTNERS)

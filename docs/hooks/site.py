@@ -74,9 +74,11 @@ def cli_page() -> str:
     """Markdown for every `cleanroom` command (call with TYPER_USE_RICH=0 set before import)."""
     parts = [
         "# CLI reference\n",
-        "Generated from `cleanroom COMMAND --help` when the site is built. Every command is a thin "
-        "wrapper over a library function (see the [Python API](api.md)); user errors print one line "
-        "on stderr and exit with code 2.\n",
+        (
+            "Generated from `cleanroom COMMAND --help` when the site is built. Every command is a thin "
+            "wrapper over a library function (see the [Python API](api.md)); user errors print one line "
+            "on stderr and exit with code 2.\n"
+        ),
     ]
     for path in _cli_commands():
         title = " ".join(["cleanroom", *path])
@@ -166,9 +168,11 @@ def api_page() -> str:
 
     parts = [
         "# Python API reference\n",
-        "Generated from the signatures and docstrings when the site is built. Import from the "
-        "package (`import cleanroom`) rather than from its modules; the notebook helpers are in "
-        "`cleanroom.analysis` (`from cleanroom import analysis as ca`).\n",
+        (
+            "Generated from the signatures and docstrings when the site is built. Import from the "
+            "package (`import cleanroom`) rather than from its modules; the notebook helpers are in "
+            "`cleanroom.analysis` (`from cleanroom import analysis as ca`).\n"
+        ),
     ]
     for module_name, intro in [
         ("cleanroom", "The package's public names, listed in `cleanroom.__all__`."),
