@@ -1,7 +1,7 @@
 """Match quality of the broker's cascade on synthetic data with ground truth.
 
     python benchmarks/match_quality.py [--spec SPEC.toml] [--profile default|hard]
-                                       [--voters N] [--lists M] [--size N] [--seed S]
+        [--mode cascade|score] [--full-coverage] [--voters N] [--lists M] [--size N] [--seed S]
 
 Generates a voter file and partner lists (cleanroom.synth), hashes them through
 the real hash path under one key, runs the broker's match, and scores the
@@ -33,10 +33,16 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=3)
     parser.add_argument("--size", type=int, default=4_000)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--mode", default="cascade", choices=["cascade", "score"])
+    parser.add_argument("--full-coverage", action="store_true",
+                        help="every partner row has an address and a birth date (record-linkage benchmark style)")
     args = parser.parse_args()
     spec, key = load_spec(args.spec), new_key("quality")
     voters = generate_voters(args.voters, seed=args.seed)
-    lists, truth = generate_partners(voters, args.lists, sizes=args.size, seed=args.seed, profile=args.profile)
+    coverage = {"address_shares": (1.0,), "dob_shares": (1.0,)} if args.full_coverage else None
+    lists, truth = generate_partners(
+        voters, args.lists, sizes=args.size, seed=args.seed, profile=args.profile, noise=coverage
+    )
     with tempfile.TemporaryDirectory(prefix="cleanroom-quality-") as tmp:
         work = Path(tmp)
 
@@ -50,7 +56,9 @@ def main() -> None:
         for name, frame in lists.items():
             write_frame(frame, work / f"{name}.csv")
             bundle(name, work / f"{name}.csv")
-        outcome = run_match(load_inputs([work / "b" / "voter-file"], [work / "b" / n for n in lists]))
+        outcome = run_match(
+            load_inputs([work / "b" / "voter-file"], [work / "b" / n for n in lists]), mode=args.mode
+        )
         vaults = {n: pl.read_parquet(work / "v" / n / "vault.parquet") for n in lists}
         result = evaluate(outcome.match_table(), truth, vaults,
                           pl.read_parquet(work / "v" / "voter-file" / "vault.parquet"))

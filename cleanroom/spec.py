@@ -8,6 +8,7 @@ so partners with different layouts produce joinable bundles.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import tomllib
@@ -39,13 +40,65 @@ _COLUMN_ALIASES = {
 }
 
 
+VARIANTS = ("swap_names", "dob_dm_swap", "deletions")
+"""Error-tolerant variants a key may add as extra tokens of the same key:
+swap_names (first and last name exchanged), dob_dm_swap (day and month
+exchanged), deletions:<field> (every single-character deletion of one field,
+so two values within one insert, delete, substitute or transpose share a token)."""
+
+
 class MatchKey(BaseModel):
-    """One match key: an ordered tuple of derived fields hashed together."""
+    """One match key: an ordered tuple of derived fields hashed together, plus variants."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name
     fields: list[Name] = Field(min_length=1)
+    variants: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> MatchKey:
+        for variant in self.variants:
+            kind, _, field = variant.partition(":")
+            if kind not in VARIANTS:
+                raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+            if (kind == "deletions") != bool(field) or (field and field not in self.fields):
+                raise ValueError(f"variant {variant!r}: write deletions:<one of the key's fields>")
+        if sum(v.startswith("deletions") for v in self.variants) > 1:
+            raise ValueError("a key takes deletions on at most one field")
+        return self
+
+
+class KeySet(BaseModel):
+    """Generates one key per combination of `choose` of `fields` (many keys, not weaker keys)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    fields: list[Name] = Field(min_length=2)
+    choose: int = Field(ge=1)
+    include: list[Name] = Field(default_factory=list)
+    """Fields every generated combination must contain."""
+    variants: list[str] = Field(default_factory=list)
+
+    def expand(self) -> list[MatchKey]:
+        """One key per combination; each variant only where it applies to that combination."""
+        keys = []
+        for combo in itertools.combinations(self.fields, self.choose):
+            if not set(self.include) <= set(combo):
+                continue
+            applicable = [
+                v for v in self.variants
+                if (v.partition(":")[2] or "") in ("", *combo)
+                and not (v == "swap_names" and not _has_name(combo))
+                and not (v == "dob_dm_swap" and "dob" not in combo)
+            ]
+            keys.append(MatchKey(name=f"{self.name}_{'_'.join(combo)}"[:63], fields=list(combo), variants=applicable))
+        return keys
+
+
+def _has_name(fields: tuple[str, ...]) -> bool:
+    return any(f.startswith(("first", "last")) for f in fields)
 
 
 class MatchSpec(BaseModel):
@@ -57,8 +110,14 @@ class MatchSpec(BaseModel):
     default_region: str = Field("US", pattern=r"^[A-Z]{2}$")
     columns: dict[str, str] = Field(default_factory=dict)
     generic_fields: list[Name] = Field(default_factory=list)
-    keys: list[MatchKey] = Field(min_length=1)
+    keys: list[MatchKey] = Field(default_factory=list)
+    key_sets: list[KeySet] = Field(default_factory=list)
     allowed_attributes: list[Name] = Field(default_factory=list)
+
+    @property
+    def all_keys(self) -> list[MatchKey]:
+        """Explicit keys in order, then the keys every key set generates."""
+        return [*self.keys, *[k for key_set in self.key_sets for k in key_set.expand()]]
 
     @model_validator(mode="after")
     def _check_consistency(self) -> MatchSpec:
@@ -71,11 +130,17 @@ class MatchSpec(BaseModel):
                 raise ValueError(
                     f"columns: column {column!r} maps to unknown field type {field!r}"
                 )
-        names = [key.name for key in self.keys]
+        for key_set in self.key_sets:
+            if key_set.choose > len(key_set.fields):
+                raise ValueError(f"key_sets ({key_set.name}): choose exceeds the number of fields")
+        keys = self.all_keys
+        if not keys:
+            raise ValueError("keys: the spec needs at least one key or key set")
+        names = [key.name for key in keys]
         if len(set(names)) != len(names):
             raise ValueError("keys: key names must be unique")
         known = derived_fields() | set(self.generic_fields)
-        for index, key in enumerate(self.keys):
+        for index, key in enumerate(keys):
             for field in key.fields:
                 if field not in known:
                     raise ValueError(f"keys[{index}] ({key.name}): unknown field {field!r}")
@@ -88,7 +153,7 @@ class MatchSpec(BaseModel):
         body = {
             "default_region": self.default_region,
             "generic_fields": sorted(self.generic_fields),
-            "keys": [key.model_dump() for key in self.keys],
+            "keys": [key.model_dump() for key in self.all_keys],
             "normalizers": normalize.versions(),
         }
         return blake3.blake3(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -209,3 +209,14 @@ def test_enrichment_reference_adds_attributes(world, tmp_path):
     assert "engagement" in outcome.attributes
     tagged = outcome.rows.filter(pl.col("partner") == name, pl.col("engagement").is_not_null())
     assert tagged.height >= 500
+
+
+def test_score_mode_links_one_to_one_with_scores(world):
+    refs, parts = bundles(world)
+    outcome = run_match(load_inputs(refs, parts), mode="score")
+    table = outcome.match_table()
+    assert table.height > 0 and table["score"].null_count() == 0
+    assert table["partner_handle"].is_unique().all()
+    assert table.group_by("partner").agg(pl.col("reference_handle").is_unique().all())["reference_handle"].all()
+    with pytest.raises(SpecError):
+        run_match(load_inputs(refs, parts), mode="fuzzy")

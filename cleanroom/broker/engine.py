@@ -15,7 +15,8 @@ from cleanroom.attributes import AttributeProtection, protect_attributes, smalle
 from cleanroom.broker.load import JobInputs, LoadedBundle
 from cleanroom.broker.match import KeyStats, cascade, reference_index
 from cleanroom.broker.persons import resolve_persons
-from cleanroom.errors import VerificationError
+from cleanroom.broker.scoring import reference_tokens, score_partners
+from cleanroom.errors import SpecError, VerificationError
 
 
 @dataclass
@@ -28,12 +29,13 @@ class MatchOutcome:
     ambiguous: dict[str, int]  # key -> ambiguous reference token values
     partners: list[str]
     reprotected: dict[str, AttributeProtection]  # references whose attributes were coarsened on load
+    key_order: list[str]  # the spec's keys, cascade priority
 
     def match_table(self) -> pl.DataFrame:
-        """Partner, partner handle, reference handle, rule: the evaluation view."""
+        """Partner, partner handle, reference handle, rule, score: the evaluation view."""
         return self.rows.filter(pl.col("ref_handle").is_not_null()).select(
             "partner", pl.col("handle").alias("partner_handle"),
-            pl.col("ref_handle").alias("reference_handle"), "rule",
+            pl.col("ref_handle").alias("reference_handle"), "rule", "score",
         )
 
 
@@ -46,8 +48,13 @@ def _attribute_frame(reference: LoadedBundle, k: int) -> tuple[pl.DataFrame, Att
     return protect_attributes(frame, names, k)
 
 
-def run_match(inputs: JobInputs, *, k: int = 10) -> MatchOutcome:
-    """Cascade every partner against every reference; resolve persons on the primary.
+def run_match(
+    inputs: JobInputs, *, k: int = 10, mode: str = "cascade", target_precision: float = 0.995
+) -> MatchOutcome:
+    """Match every partner against every reference; resolve persons on the primary.
+
+    `mode` "cascade" is the fast deterministic cascade; "score" links by EM-learned
+    Fellegi-Sunter scores, one to one, at `target_precision` (primary reference).
 
     Reference attributes are checked again here: any combination held by fewer
     than `k` rows is coarsened before it can reach a report or a filter.
@@ -59,7 +66,16 @@ def run_match(inputs: JobInputs, *, k: int = 10) -> MatchOutcome:
         if clash:
             raise VerificationError(f"attribute {sorted(clash)[0]} is carried by two references")
         attribute_names += reference.manifest.attributes
+    if mode not in ("cascade", "score"):
+        raise SpecError("match mode is 'cascade' or 'score'")
     primary_index, ambiguous = reference_index(inputs.primary)
+    key_fields = {key.name: key.fields for key in inputs.primary.manifest.keys}
+    scored: dict[str, pl.DataFrame] = {}
+    if mode == "score":
+        scored, _ = score_partners(
+            inputs.partners, inputs.primary, reference_tokens(inputs.primary, keys), key_fields,
+            target_precision=target_precision,
+        )
     extra_indexes = [reference_index(r)[0] for r in inputs.references[1:]]
     protected = {r.name: _attribute_frame(r, k) for r in inputs.references}
     primary_attrs = protected[inputs.primary.name][0]
@@ -67,18 +83,23 @@ def run_match(inputs: JobInputs, *, k: int = 10) -> MatchOutcome:
 
     frames, key_stats = [], {}
     for partner in inputs.partners:
-        result = cascade(partner, primary_index, keys)
-        key_stats[partner.name] = result.keys
+        if mode == "cascade":
+            result = cascade(partner, primary_index, keys)
+            key_stats[partner.name], matches = result.keys, result.matches
+        else:
+            key_stats[partner.name], matches = {}, scored[partner.name].drop("posterior")
         base = partner.scan().with_row_index("p_idx").select(
             "p_idx", "handle", pl.any_horizontal(pl.col(k).is_not_null() for k in keys).alias("has_token")
         ).collect()
-        rows = base.join(result.matches, on="p_idx", how="left")
+        rows = base.join(matches, on="p_idx", how="left")
         rows = rows.join(primary_attrs.rename({"handle": "ref_handle"}), on="ref_idx", how="left")
         for index, attrs in zip(extra_indexes, extra_attrs, strict=True):
             extra = cascade(partner, index, keys).matches.select("p_idx", pl.col("ref_idx").alias("x_idx"))
             rows = rows.join(extra, on="p_idx", how="left").join(
                 attrs.rename({"ref_idx": "x_idx"}), on="x_idx", how="left"
             ).drop("x_idx")
+        if "score" not in rows.columns:
+            rows = rows.with_columns(pl.lit(None, pl.Float64).alias("score"))
         frames.append(rows.with_columns(pl.lit(partner.name).alias("partner")))
     rows = pl.concat(frames, how="diagonal_relaxed")
     reference_rows = primary_attrs.height
@@ -88,9 +109,10 @@ def run_match(inputs: JobInputs, *, k: int = 10) -> MatchOutcome:
         reference_rows,
     )
     rows = rows.with_columns(persons, (persons < reference_rows).alias("registered")).select(
-        "partner", "handle", "has_token", "rule", "ref_handle", "person", "registered", *attribute_names
+        "partner", "handle", "has_token", "rule", "score", "ref_handle", "person", "registered",
+        *attribute_names,
     )
     reprotected = {name: p for name, (_, p) in protected.items() if p is not None}
     return MatchOutcome(
-        rows, attribute_names, key_stats, ambiguous, [p.name for p in inputs.partners], reprotected
+        rows, attribute_names, key_stats, ambiguous, [p.name for p in inputs.partners], reprotected, keys
     )

@@ -50,6 +50,7 @@ class JobRecord(BaseModel):
     allowed_attributes: list[str] | None
     policy: PrivacyPolicy
     crosstabs: list[list[str]]
+    mode: str = "cascade"
 
 
 class BrokerState:
@@ -85,8 +86,12 @@ def match_job(
     state: BrokerState,
     consortium: Consortium | None = None,
     crosstabs: list[list[str]] = (),
+    mode: str = "cascade",
 ) -> tuple[Report, dict[str, ReleaseManifest]]:
-    """Verify, match, report and release; nothing is written unless all of it succeeds."""
+    """Verify, match, report and release; nothing is written unless all of it succeeds.
+
+    `mode` is "cascade" (deterministic, fast) or "score" (learned weights, one-to-one links).
+    """
     crosstabs = [list(c) for c in crosstabs]
     try:
         inputs = load_inputs(list(references), list(partners), consortium)
@@ -108,13 +113,17 @@ def match_job(
         allowed_attributes=list(consortium.policy.clear_attributes) if consortium else None,
         policy=policy,
         crosstabs=crosstabs,
+        mode=mode,
     )
     record.job_id = _job_id(record)
     try:
         check_crosstabs(crosstabs, record.attributes)
     except CleanroomError as exc:
         state.refuse("match", exc, job_id=record.job_id)
-    outcome = run_match(inputs, k=policy.k)
+    try:
+        outcome = run_match(inputs, k=policy.k, mode=mode)
+    except CleanroomError as exc:
+        state.refuse("match", exc, job_id=record.job_id)
     state.audit.append("job", {
         "job_id": record.job_id, "inputs": record.inputs, "rows": outcome.rows.height,
         "attributes_coarsened_on_load": {n: p.dropped for n, p in outcome.reprotected.items()},

@@ -85,7 +85,8 @@ def raw_tables(outcome: MatchOutcome, crosstabs: list[list[str]]) -> list[_Raw]:
     rows = outcome.rows
     partners = outcome.partners
     m = len(partners)
-    keys = list(next(iter(outcome.key_stats.values())))
+    rules = rows.get_column("rule").drop_nulls().unique().sort().to_list()
+    keys = outcome.key_order if set(rules) <= set(outcome.key_order) else rules  # scored rules are patterns
     outcome_col = (
         pl.when(~pl.col("has_token")).then(pl.lit(NO_TOKEN))
         .when(pl.col("rule").is_null()).then(pl.lit(UNMATCHED))

@@ -31,13 +31,14 @@ def match(
     state: StateOption,
     policy: Annotated[Path | None, typer.Option("--policy", help="Consortium document (policy, members, epoch).")] = None,
     crosstab: Annotated[list[str] | None, typer.Option(help="Extra cross-tab, e.g. state_house_district,party,partner.")] = None,
+    mode: Annotated[str, typer.Option(help="cascade (deterministic) or score (learned weights, experimental).")] = "cascade",
 ) -> None:
     """Verify bundles, run the match cascade, write protected reports and per-partner releases."""
     consortium = load_consortium(policy) if policy else None
     broker = BrokerState(state, load_identity(identity))
     report, releases = match_job(
         references, partners, out_dir, state=broker, consortium=consortium,
-        crosstabs=[c.split(",") for c in crosstab or []],
+        crosstabs=[c.split(",") for c in crosstab or []], mode=mode,
     )
     print_report(report, limit=12)
     _print_releases(releases, out_dir / "releases")

@@ -1,0 +1,97 @@
+"""Scored matching: one-to-one linking, EM estimates, key sets and variants."""
+
+import numpy as np
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cleanroom import hash_frame, load_spec, new_key
+from cleanroom.broker.scoring import fit_em, link_one_to_one, threshold_for
+from cleanroom.spec import KeySet, MatchSpec
+
+pairs_st = st.lists(
+    st.tuples(st.integers(0, 15), st.integers(0, 15), st.floats(-20, 20, allow_nan=False)), min_size=1, max_size=80
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pairs_st)
+def test_linker_never_links_a_row_twice(pairs):
+    frame = pl.DataFrame(pairs, schema=["p_idx", "ref_idx", "score"], orient="row").unique(["p_idx", "ref_idx"])
+    links = link_one_to_one(frame)
+    assert links["p_idx"].is_unique().all() and links["ref_idx"].is_unique().all()
+    # greedy optimality: every unlinked pair is blocked by a link at least as good on one side
+    best_p = dict(zip(links["p_idx"], links["score"], strict=True))
+    best_r = dict(zip(links["ref_idx"], links["score"], strict=True))
+    for p, r, s in frame.iter_rows():
+        assert s <= best_p.get(p, -np.inf) or s <= best_r.get(r, -np.inf)
+
+
+def test_em_recovers_known_m_and_prior():
+    rng = np.random.default_rng(3)
+    m_true, u = np.array([0.95, 0.9, 0.8, 0.85]), np.array([0.05, 0.1, 0.02, 0.3])
+    n, prior_true = 200_000, 0.3
+    is_match = rng.random(n) < prior_true
+    p = np.where(is_match[:, None], m_true, u)
+    agree = rng.random((n, 4)) < p
+    patterns = (agree * (1 << np.arange(4))).sum(axis=1)
+    values, counts = np.unique(patterns, return_counts=True)
+    m, prior = fit_em(values, np.full(len(values), 0b1111), counts.astype(float), u)
+    assert abs(prior - prior_true) < 0.02
+    assert np.allclose(m, m_true, atol=0.03)
+
+
+def test_threshold_reaches_target_precision():
+    posteriors = np.array([0.999] * 90 + [0.9] * 10 + [0.2] * 5)
+    t = threshold_for(posteriors, 0.99)
+    kept = posteriors[posteriors >= t]
+    assert kept.mean() >= 0.99 and t > 0.2
+
+
+def test_key_sets_expand_with_variants_only_where_they_apply():
+    keys = KeySet(name="c3", fields=["first_canon", "last", "dob", "zip5"], choose=3,
+                  variants=["swap_names", "dob_dm_swap", "deletions:last"]).expand()
+    assert len(keys) == 4
+    by_fields = {tuple(k.fields): k.variants for k in keys}
+    assert by_fields[("first_canon", "last", "dob")] == ["swap_names", "dob_dm_swap", "deletions:last"]
+    assert by_fields[("first_canon", "dob", "zip5")] == ["swap_names", "dob_dm_swap"]
+    assert KeySet(name="x", fields=["dob", "zip5", "last"], choose=2, include=["last"]).expand()[0].fields[-1] == "last"
+
+
+KEY = new_key()
+
+
+def _tokens(variants):
+    spec = MatchSpec(keys=[{"name": "k", "fields": ["first", "last", "dob"], "variants": variants}])
+    frame = pl.DataFrame({"first_name": ["Maria"], "last_name": ["Garcia"], "dob": ["1984-03-07"]})
+    tokens, _, _ = hash_frame(frame, KEY, spec)
+    return set(tokens["k"].to_list()[0])
+
+
+def test_variants_switched_off_produce_no_extra_tokens():
+    assert len(_tokens([])) == 1
+    assert len(_tokens(["dob_dm_swap"])) == 2
+    assert len(_tokens(["swap_names"])) == 2
+    deletions = _tokens(["deletions:last"])
+    assert len(deletions) == 1 + len("garcia")
+    assert _tokens([]) <= deletions
+
+
+def test_variants_meet_the_noisy_copy():
+    key = new_key()
+    spec = MatchSpec(keys=[{"name": "k", "fields": ["first", "last", "dob"],
+                            "variants": ["swap_names", "dob_dm_swap", "deletions:last"]}])
+    clean = pl.DataFrame({"first_name": ["Maria"], "last_name": ["Garcia"], "dob": ["1984-03-07"]})
+    for noisy in (
+        {"first_name": ["Garcia"], "last_name": ["Maria"], "dob": ["1984-03-07"]},  # swapped
+        {"first_name": ["Maria"], "last_name": ["Garcia"], "dob": ["1984-07-03"]},  # day/month
+        {"first_name": ["Maria"], "last_name": ["Gracia"], "dob": ["1984-03-07"]},  # transposition
+        {"first_name": ["Maria"], "last_name": ["Garcai"], "dob": ["1984-03-07"]},
+    ):
+        a, _, _ = hash_frame(clean, key, spec)
+        b, _, _ = hash_frame(pl.DataFrame(noisy), key, spec)
+        assert set(a["k"].to_list()[0]) & set(b["k"].to_list()[0])
+
+
+def test_default_spec_has_no_variants():
+    assert all(not k.variants for k in load_spec().all_keys)
