@@ -149,7 +149,13 @@ def _write_bundle(folder: Path, tokens: pl.DataFrame, *, identity, key, spec, ki
                   attributes: list[str], protection) -> None:
     """tokens.parquet (random row order, uncompressed) and a signed manifest."""
     from cleanroom import normalize
-    from cleanroom.bundle import TOKENS_FILE, KeyInfo, Manifest, file_digest, sign_manifest
+    from cleanroom.bundle import (
+        TOKENS_FILE,
+        KeyInfo,
+        Manifest,
+        file_digest,
+        sign_manifest,
+    )
 
     folder.mkdir(parents=True)
     table = tokens.sort("handle").to_arrow()
@@ -371,9 +377,9 @@ def run_duckdb(work: Path) -> dict:
     ).fetchone()
     total = time.perf_counter() - start
     names = [f"partner-{i + 1}" for i in range(len(partners))]
-    by_partner = lambda rows: {n: {k: 0 for k in keys} for n in names} | _nest(rows, names, keys)  # noqa: E731
     return {
-        "times": {"total": total}, "matched": by_partner(matched), "conflicts": by_partner(conflicts),
+        "times": {"total": total}, "matched": _nest(matched, names, keys),
+        "conflicts": _nest(conflicts, names, keys),
         "ambiguous": {keys[r]: n for r, n in sorted(ambiguous.items())}, "persons": list(persons),
         "tables": len(tables),
     }
