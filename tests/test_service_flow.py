@@ -190,6 +190,9 @@ def _signed(world, who: str, method: str, path: str, body: bytes = b"", **sign_k
 
 def test_unsigned_bad_stale_and_replayed_requests_are_401(world):
     url = world["server"].url
+    spec = httpx.get(url + "/openapi.json")
+    assert spec.status_code == 200 and "/v1/bundles" in spec.json()["paths"]
+    assert httpx.get(url + "/docs").status_code == 200
     assert httpx.get(url + "/v1/me").status_code == 401
     ok = auth.sign_request(world["ids"][PARTNERS[0]], "GET", "/v1/me")
     assert httpx.get(url + "/v1/me", headers=ok).status_code == 200
