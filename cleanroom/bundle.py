@@ -36,6 +36,7 @@ class KeyInfo(BaseModel):
 
     name: str
     fields: list[str]
+    variants: list[str] = Field(default_factory=list)
     non_null: int = Field(ge=0)
 
 

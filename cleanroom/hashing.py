@@ -343,7 +343,7 @@ def hash_file(
             normalizer_versions=normalize.versions(),
             row_count=summary.rows,
             keys=[
-                KeyInfo(name=k.name, fields=k.fields, non_null=summary.tokens_per_key[k.name])
+                KeyInfo(name=k.name, fields=k.fields, variants=k.variants, non_null=summary.tokens_per_key[k.name])
                 for k in spec.all_keys
             ],
             attributes=names,

@@ -28,15 +28,17 @@ def test_linker_never_links_a_row_twice(pairs):
 
 
 def test_em_recovers_known_m_and_prior():
+    """Levels drawn from known m (matches) and u (non-matches): EM with u fixed finds m and the share."""
     rng = np.random.default_rng(3)
-    m_true, u = np.array([0.95, 0.9, 0.8, 0.85]), np.array([0.05, 0.1, 0.02, 0.3])
-    n, prior_true = 200_000, 0.3
+    m_true = np.array([[0.05, 0.10, 0.85], [0.10, 0.05, 0.85], [0.20, 0.00, 0.80], [0.02, 0.18, 0.80]])
+    u = np.array([[0.95, 0.04, 0.01], [0.90, 0.05, 0.05], [0.99, 0.0, 0.01], [0.70, 0.20, 0.10]])
+    n, prior_true = 100_000, 0.3
     is_match = rng.random(n) < prior_true
-    p = np.where(is_match[:, None], m_true, u)
-    agree = rng.random((n, 4)) < p
-    patterns = (agree * (1 << np.arange(4))).sum(axis=1)
-    values, counts = np.unique(patterns, return_counts=True)
-    m, prior = fit_em(values, np.full(len(values), 0b1111), counts.astype(float), u)
+    probabilities = np.where(is_match[:, None, None], m_true, u)
+    cumulative = probabilities.cumsum(axis=2)
+    levels = (rng.random((n, 4, 1)) > cumulative).sum(axis=2)
+    patterns, counts = np.unique(levels, axis=0, return_counts=True)
+    m, prior = fit_em(patterns, np.ones_like(patterns, bool), counts.astype(float), np.clip(u, 1e-3, 1))
     assert abs(prior - prior_true) < 0.02
     assert np.allclose(m, m_true, atol=0.03)
 

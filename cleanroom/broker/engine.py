@@ -69,11 +69,10 @@ def run_match(
     if mode not in ("cascade", "score"):
         raise SpecError("match mode is 'cascade' or 'score'")
     primary_index, ambiguous = reference_index(inputs.primary)
-    key_fields = {key.name: key.fields for key in inputs.primary.manifest.keys}
     scored: dict[str, pl.DataFrame] = {}
     if mode == "score":
         scored, _ = score_partners(
-            inputs.partners, inputs.primary, reference_tokens(inputs.primary, keys), key_fields,
+            inputs.partners, inputs.primary, reference_tokens(inputs.primary, keys),
             target_precision=target_precision,
         )
     extra_indexes = [reference_index(r)[0] for r in inputs.references[1:]]

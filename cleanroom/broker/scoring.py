@@ -1,16 +1,24 @@
-"""Scored matching: Fellegi-Sunter weights learned by EM over key-agreement patterns.
+"""Scored matching: Fellegi-Sunter weights learned from the data, one-to-one links.
 
-Every (partner row, reference row) pair that shares a token of any key is a
-candidate. The keys a pair agrees on tell which fields agree (a field agrees
-when some agreeing key contains it), so each pair has a field-agreement
-pattern. EM over the pattern counts estimates, without labels, for every field
-the probability of agreeing among matches (m) and non-matches (u) and the share
-of matches among candidates. A pair's score is the sum of the fields' log2
-likelihood ratios, lowered by log2 of how many reference rows hold its rarest
-agreeing token (term-frequency adjustment: agreeing on a common value proves
-less). Pairs are linked one to one, best first (mutual best choices, round by
-round), and only above the posterior threshold whose links reach the target
-precision by the model's own estimate.
+Every (partner row, reference row) pair sharing a token of any key is a
+candidate. The keys a pair agrees on tell, per field, whether it agrees
+exactly (a key without variants containing the field agrees), only fuzzily (a
+key whose variant touches the field agrees: deletion neighbourhood, swapped
+names, day/month swap) or not at all; a field either row lacks is unknown.
+
+Weights, without labels:
+- u (agreement of two random people): from the reference's token frequencies
+  alone: per key, P(two random rows share a token) is the product of its
+  fields' u, so the u of every field and level follow by least squares.
+- m (agreement of a true match): measured on anchor pairs, which agree exactly
+  on every core field (first name, last name, birth date, street) outside the
+  field's own group, falling back to EM over the agreement patterns where
+  anchors are too few; the match share among candidates then by EM.
+A pair's score is the sum of log2(m/u) of its fields' levels, lowered by log2
+of how many reference rows hold its rarest agreeing token (term-frequency
+adjustment). Pairs are linked one to one (mutual best choices, round by
+round) above the posterior threshold whose links reach the target precision by
+the model's own estimate.
 """
 
 from __future__ import annotations
@@ -21,135 +29,213 @@ import numpy as np
 import polars as pl
 
 from cleanroom.broker.load import LoadedBundle
+from cleanroom.bundle import KeyInfo
 
 MAX_HOLDERS = 20  # tokens held by more reference rows than this make no candidates
 EM_ROUNDS = 100
-_EPS = 1e-6
-_BOUND = 1e-3  # m and u stay within [0.001, 0.999]: no single field may veto a pair
-M_FLOOR = 0.8  # a field agrees for at least 80% of true matches (keeps EM away from degenerate classes)
-
-
-def random_agreement(ref_tokens: dict[str, pl.DataFrame], key_fields: dict[str, list[str]],
-                     fields: list[str], n_rows: int) -> np.ndarray:
-    """u per field: how often two random reference rows agree, from token frequencies alone.
-
-    For each key, P(two random rows share a token) = sum over tokens of
-    C(holders, 2) / C(rows, 2); under independence its log is the sum of the
-    log u of the key's fields, so u follows by least squares over all keys.
-    """
-    index = {f: i for i, f in enumerate(fields)}
-    design, target = [], []
-    pairs_total = n_rows * (n_rows - 1) / 2
-    for key, table in ref_tokens.items():
-        shared = table.group_by("token").agg(pl.len().alias("n")).select(
-            (pl.col("n").cast(pl.Float64) * (pl.col("n") - 1) / 2).sum()
-        ).item()
-        if not shared:
-            continue
-        row = np.zeros(len(fields))
-        row[[index[f] for f in key_fields[key]]] = 1
-        design.append(row)
-        target.append(np.log(shared / pairs_total))
-    log_u = np.linalg.lstsq(np.array(design), np.array(target), rcond=None)[0] if design else np.zeros(len(fields))
-    return np.clip(np.exp(log_u), _BOUND, 1 - _BOUND)
+MIN_ANCHOR_PAIRS = 50
+ANCHORS = {"first": "first_canon", "last": "last", "dob": "dob", "address": "street"}
+LEVELS = ("disagree", "fuzzy", "exact")
+_BOUND = 1e-3  # m stays within [0.001, 0.999]: no single field can veto a pair
+U_FLOOR = 1e-7  # random agreement can be rare (two people sharing a birth date: ~1 in 20,000)
+_EPS = 1e-9
 
 
 @dataclass
 class FieldWeights:
-    """EM estimates for one field."""
+    """m and u of one field, per level (disagree, fuzzy, exact)."""
 
-    m: float
-    u: float
+    m: list[float]
+    u: list[float]
 
 
 @dataclass
 class ScoringModel:
-    """What EM learned and the posterior threshold chosen for the target precision."""
+    """What was learned, and the posterior threshold chosen for the target precision."""
 
     weights: dict[str, FieldWeights]
     prior: float
     threshold: float
 
 
+def _group(field: str) -> str:
+    if field.startswith(("first", "last")):
+        return field.split("_")[0]
+    if field in ("dob", "birth_year"):
+        return "dob"
+    return "address" if field in ("house_number", "street", "zip5") else field
+
+
+def fuzzy_fields(key: KeyInfo) -> set[str]:
+    """The key's fields its variants touch (their agreement may be approximate)."""
+    touched: set[str] = set()
+    for variant in key.variants:
+        kind, _, field = variant.partition(":")
+        if kind == "deletions":
+            touched.add(field)
+        elif kind == "swap_names":
+            touched |= {f for f in key.fields if f.startswith(("first", "last"))}
+        elif kind == "dob_dm_swap":
+            touched |= {f for f in key.fields if f == "dob"}
+    return touched
+
+
 def reference_tokens(reference: LoadedBundle, keys: list[str]) -> dict[str, pl.DataFrame]:
-    """Per key: token -> (ref_idx, holders) for tokens held by at most MAX_HOLDERS rows."""
-    tables = {}
+    """Per key: (token, ref_idx, holders) for tokens held by at most MAX_HOLDERS rows."""
+    return {
+        key: reference.key_tokens(key, "ref_idx")
+        .with_columns(pl.len().over("token").alias("holders"))
+        .filter(pl.col("holders") <= MAX_HOLDERS)
+        .collect()
+        for key in keys
+    }
+
+
+def _masks(keys: list[KeyInfo], fields: list[str]) -> dict[str, tuple[int, int]]:
+    """Per key: (bits of fields it shows exactly, bits of fields it shows fuzzily)."""
+    bit = {f: 1 << i for i, f in enumerate(fields)}
+    masks = {}
     for key in keys:
-        tables[key] = (
-            reference.key_tokens(key, "ref_idx")
-            .with_columns(pl.len().over("token").alias("holders"))
-            .filter(pl.col("holders") <= MAX_HOLDERS)
-            .collect()
+        fuzzy = fuzzy_fields(key)
+        masks[key.name] = (
+            sum(bit[f] for f in key.fields if f not in fuzzy),
+            sum(bit[f] for f in key.fields if f in fuzzy),
         )
-    return tables
+    return masks
 
 
-def observed_fields(bundle: LoadedBundle, masks: dict[str, int], index: str) -> pl.LazyFrame:
+def _observed(bundle: LoadedBundle, masks: dict[str, tuple[int, int]], index: str) -> pl.LazyFrame:
     """Per row, a bit per field it has at all (some key containing the field carries a token)."""
     present = [
-        pl.when(pl.col(key).is_not_null()).then(pl.lit(mask, pl.UInt32)).otherwise(pl.lit(0, pl.UInt32))
-        for key, mask in masks.items()
+        pl.when(pl.col(key).is_not_null()).then(pl.lit(exact | fuzzy, pl.UInt32)).otherwise(pl.lit(0, pl.UInt32))
+        for key, (exact, fuzzy) in masks.items()
     ]
-    return bundle.scan().with_row_index(index).select(index, pl.reduce(lambda a, b: a | b, present).alias(index + "_seen"))
+    return bundle.scan().with_row_index(index).select(index, pl.reduce(lambda a, b: a | b, present).alias("seen"))
 
 
 def candidate_pairs(
     partner: LoadedBundle,
     reference: LoadedBundle,
     ref_tokens: dict[str, pl.DataFrame],
-    key_fields: dict[str, list[str]],
-    fields: list[str],
+    masks: dict[str, tuple[int, int]],
 ) -> pl.DataFrame:
-    """(p_idx, ref_idx, pattern, observed, holders) for every pair sharing a token.
-
-    `pattern` has a bit per field that agrees; `observed` a bit per field both
-    rows have, so a field missing on either side counts as unknown rather than
-    as a disagreement.
-    """
-    bit = {f: 1 << i for i, f in enumerate(fields)}
-    masks = {key: sum(bit[f] for f in key_fields[key]) for key in ref_tokens}
+    """(p_idx, ref_idx, exact, fuzzy, observed, holders) for every pair sharing a token."""
     parts = [
         partner.key_tokens(key, "p_idx")
         .join(table.lazy(), on="token")
-        .select("p_idx", "ref_idx", "holders", pl.lit(masks[key], pl.UInt32).alias("mask"))
+        .select("p_idx", "ref_idx", "holders",
+                pl.lit(masks[key][0], pl.UInt32).alias("e"), pl.lit(masks[key][1], pl.UInt32).alias("f"))
         for key, table in ref_tokens.items()
     ]
     return (
         pl.concat(parts)
         .group_by("p_idx", "ref_idx")
-        .agg(pl.col("mask").bitwise_or().alias("pattern"), pl.col("holders").min())
-        .join(observed_fields(partner, masks, "p_idx"), on="p_idx")
-        .join(observed_fields(reference, masks, "ref_idx"), on="ref_idx")
-        .select("p_idx", "ref_idx", "pattern", "holders",
-                (pl.col("p_idx_seen") & pl.col("ref_idx_seen")).alias("observed"))
+        .agg(pl.col("e").bitwise_or().alias("exact"), pl.col("f").bitwise_or().alias("fuzzy"), pl.col("holders").min())
+        .join(_observed(partner, masks, "p_idx").rename({"seen": "p_seen"}), on="p_idx")
+        .join(_observed(reference, masks, "ref_idx").rename({"seen": "r_seen"}), on="ref_idx")
+        .select("p_idx", "ref_idx", "holders", "exact",
+                (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy"),
+                (pl.col("p_seen") & pl.col("r_seen")).alias("observed"))
         .collect()
     )
 
 
 def _bits(values: np.ndarray, n_fields: int) -> np.ndarray:
-    return ((values[:, None] >> np.arange(n_fields)) & 1).astype(float)
+    return ((values[:, None] >> np.arange(n_fields)) & 1).astype(bool)
 
 
-def fit_em(
-    patterns: np.ndarray, observed: np.ndarray, counts: np.ndarray, u: np.ndarray
-) -> tuple[np.ndarray, float]:
-    """m per field and the match share among candidates, with u fixed (from random pairs)."""
-    n_fields = len(u)
-    agree, seen = _bits(patterns, n_fields), _bits(observed, n_fields)
-    m, prior = np.full(n_fields, 0.9), 0.5
+def levels_of(exact: np.ndarray, fuzzy: np.ndarray, n_fields: int) -> np.ndarray:
+    """Level index per pattern and field: 0 disagree, 1 fuzzy, 2 exact."""
+    return 2 * _bits(exact, n_fields) + (_bits(fuzzy, n_fields) & ~_bits(exact, n_fields))
+
+
+def random_agreement(
+    ref_tokens: dict[str, pl.DataFrame], masks: dict[str, tuple[int, int]], n_fields: int, n_rows: int
+) -> np.ndarray:
+    """u per field and level (fields x [disagree, fuzzy only, exact]), from token frequencies only.
+
+    log P(two random reference rows share a token of a key) = the sum of log u
+    of the key's fields at the level the key shows them (exact, or "exact or
+    fuzzy" for fields its variants touch); least squares over all keys.
+    """
+    fuzzy_fields = [i for i in range(n_fields) if any(f >> i & 1 for _, f in masks.values())]
+    design, target = [], []
+    pairs_total = max(n_rows * (n_rows - 1) / 2, 1)
+    for key, table in ref_tokens.items():
+        shared = table.group_by("token").len().select(
+            (pl.col("len").cast(pl.Float64) * (pl.col("len") - 1) / 2).sum()
+        ).item()
+        if not shared:
+            continue
+        exact, fuzzy = masks[key]
+        design.append([exact >> i & 1 for i in range(n_fields)] + [fuzzy >> i & 1 for i in fuzzy_fields])
+        target.append(np.log(shared / pairs_total))
+    solution = (
+        np.linalg.lstsq(np.array(design, float), np.array(target), rcond=None)[0]
+        if design else np.zeros(n_fields + len(fuzzy_fields))
+    )
+    informed = np.array(design, float).sum(axis=0) > 0 if design else np.zeros(n_fields + len(fuzzy_fields), bool)
+    u = np.zeros((n_fields, 3))
+    u[:, 2] = np.where(informed[:n_fields], np.exp(solution[:n_fields]), 0.5)
+    u[:, 1] = _BOUND
+    for j, i in enumerate(fuzzy_fields):
+        if informed[n_fields + j]:
+            u[i, 1] = max(np.exp(solution[n_fields + j]) - u[i, 2], _BOUND)
+    u = np.clip(u, U_FLOOR, 1 - _BOUND)
+    u[:, 0] = np.clip(1 - u[:, 1] - u[:, 2], _BOUND, 1)
+    return u
+
+
+def _normalized(weights: np.ndarray) -> np.ndarray:
+    """Rows of non-negative weights as probabilities, each at least _BOUND."""
+    p = weights / np.maximum(weights.sum(axis=1, keepdims=True), _EPS)
+    p = np.clip(p, _BOUND, 1)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _log_likelihood(levels: np.ndarray, seen: np.ndarray, p: np.ndarray) -> np.ndarray:
+    picked = np.log(np.take_along_axis(p[None, :, :], levels[:, :, None], axis=2)[:, :, 0])
+    return (picked * seen).sum(axis=1)
+
+
+def fit_em(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, float]:
+    """m per field and level, and the match share among candidates, with u fixed."""
+    n_fields = u.shape[0]
+    m = _normalized(np.tile([0.05, 0.1, 0.85], (n_fields, 1)))
+    prior = 0.5
+    onehot = np.eye(3)[levels] * seen[:, :, None]
     for _ in range(EM_ROUNDS):
-        log_m, log_u = _log_likelihoods(agree, seen, m, u)
+        log_m, log_u = _log_likelihood(levels, seen, m), _log_likelihood(levels, seen, u)
         w = 1 / (1 + np.exp(np.clip(log_u - log_m, -50, 50)) * (1 - prior) / prior)
         wm = counts * w
         prior = float(np.clip(wm.sum() / counts.sum(), _EPS, 1 - _EPS))
-        m = np.clip((wm @ (agree * seen)) / np.maximum(wm @ seen, _EPS), M_FLOOR, 1 - _BOUND)
+        m = _normalized(np.einsum("p,pfl->fl", wm, onehot) + _EPS)
     return m, prior
 
 
-def _log_likelihoods(agree, seen, m, u) -> tuple[np.ndarray, np.ndarray]:
-    log_m = (seen * agree) @ np.log(m) + (seen * (1 - agree)) @ np.log(1 - m)
-    log_u = (seen * agree) @ np.log(u) + (seen * (1 - agree)) @ np.log(1 - u)
-    return log_m, log_u
+def anchored_m(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, fields: list[str], fallback: np.ndarray) -> np.ndarray:
+    """m per field and level measured on anchor pairs (see the module docstring)."""
+    index = {f: i for i, f in enumerate(fields)}
+    m = fallback.copy()
+    for i, field in enumerate(fields):
+        core = [index[c] for g, c in ANCHORS.items() if g != _group(field) and c in index]
+        if not core:
+            continue
+        anchor = np.all((levels[:, core] == 2) & seen[:, core], axis=1) & seen[:, i]
+        weight = counts * anchor
+        if weight.sum() >= MIN_ANCHOR_PAIRS:
+            m[i] = _normalized(np.bincount(levels[:, i], weights=weight, minlength=3)[None, :])[0]
+    return m
+
+
+def fit_prior(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, m: np.ndarray, u: np.ndarray) -> float:
+    """EM for the match share alone, with m and u fixed."""
+    log_m, log_u = _log_likelihood(levels, seen, m), _log_likelihood(levels, seen, u)
+    prior = 0.5
+    for _ in range(EM_ROUNDS):
+        w = 1 / (1 + np.exp(np.clip(log_u - log_m, -50, 50)) * (1 - prior) / prior)
+        prior = float(np.clip((counts * w).sum() / counts.sum(), _EPS, 1 - _EPS))
+    return prior
 
 
 def link_one_to_one(pairs: pl.DataFrame, score: str = "score") -> pl.DataFrame:
@@ -183,54 +269,55 @@ def score_partners(
     partners: list[LoadedBundle],
     reference: LoadedBundle,
     ref_tokens: dict[str, pl.DataFrame],
-    key_fields: dict[str, list[str]],
     *,
     target_precision: float = 0.995,
 ) -> tuple[dict[str, pl.DataFrame], ScoringModel]:
-    """Weights learned once over every partner's candidates; links per partner.
-
-    Returns per partner its links (p_idx, ref_idx, rule, score, posterior).
-    """
-    fields = sorted({f for fs in key_fields.values() for f in fs})
+    """Weights learned once over every partner's candidates; links (p_idx, ref_idx, rule,
+    score, posterior) per partner."""
+    keys = [k for k in reference.manifest.keys if k.name in ref_tokens]
+    fields = sorted({f for k in keys for f in k.fields})
     n = len(fields)
-    pairs = {p.name: candidate_pairs(p, reference, ref_tokens, key_fields, fields) for p in partners}
-    counted = pl.concat(pairs.values()).group_by("pattern", "observed").len()
-    u = random_agreement(ref_tokens, key_fields, fields, reference.manifest.row_count)
-    m, prior = fit_em(
-        counted["pattern"].to_numpy().astype(np.int64), counted["observed"].to_numpy().astype(np.int64),
-        counted["len"].to_numpy().astype(float), u,
-    )
-    log2_ratio_agree, log2_ratio_disagree = np.log2(m / u), np.log2((1 - m) / (1 - u))
-    # At most one true match per partner row: the share of matches among candidates
-    # cannot exceed rows / candidates, whatever EM's mixture weight says.
+    masks = _masks(keys, fields)
+    pairs = {p.name: candidate_pairs(p, reference, ref_tokens, masks) for p in partners}
+    counted = pl.concat(pairs.values()).group_by("exact", "fuzzy", "observed").len()
+    levels = levels_of(counted["exact"].to_numpy().astype(np.int64), counted["fuzzy"].to_numpy().astype(np.int64), n)
+    seen = _bits(counted["observed"].to_numpy().astype(np.int64), n)
+    counts = counted["len"].to_numpy().astype(float)
+    u = random_agreement(ref_tokens, masks, n, reference.manifest.row_count)
+    m_em, _ = fit_em(levels, seen, counts, u)
+    m = anchored_m(levels, seen, counts, fields, fallback=m_em)
+    prior = fit_prior(levels, seen, counts, m, u)
+    # At most one true match per partner row among its candidates.
     rows = sum(frame.get_column("p_idx").n_unique() for frame in pairs.values())
-    prior = min(prior, rows / max(int(counted["len"].sum()), 1))
-    odds = np.log2(prior / (1 - prior))
-    bits = [1 << i for i in range(n)]
+    prior = min(prior, rows / max(float(counts.sum()), 1.0))
+    odds = float(np.log2(prior / (1 - prior)))
+    ratio = np.log2(m / u)  # fields x levels
     weight = pl.sum_horizontal(
         pl.when(pl.col("observed") & b == 0).then(0.0)
-        .when(pl.col("pattern") & b != 0).then(float(log2_ratio_agree[i]))
-        .otherwise(float(log2_ratio_disagree[i]))
-        for i, b in enumerate(bits)
+        .when(pl.col("exact") & b != 0).then(float(ratio[i, 2]))
+        .when(pl.col("fuzzy") & b != 0).then(float(ratio[i, 1]))
+        .otherwise(float(ratio[i, 0]))
+        for i, b in enumerate(1 << i for i in range(n))
     )
     rule = pl.concat_str(
-        [pl.when(pl.col("pattern") & b != 0).then(pl.lit(f)) for f, b in zip(fields, bits, strict=True)],
+        [pl.when(pl.col("exact") & (1 << i) != 0).then(pl.lit(f))
+         .when(pl.col("fuzzy") & (1 << i) != 0).then(pl.lit(f + "~")) for i, f in enumerate(fields)],
         separator="+", ignore_nulls=True,
     )
-    links, scored_all = {}, []
+    links = {}
     for name, candidates in pairs.items():
         scored = candidates.with_columns(
             (weight - pl.col("holders").cast(pl.Float64).log(2)).alias("score")
         ).with_columns((1 / (1 + 2.0 ** -(pl.col("score") + odds))).alias("posterior"))
         links[name] = link_one_to_one(scored).with_columns(rule.alias("rule"))
-        scored_all.append(links[name].get_column("posterior"))
-    threshold = threshold_for(pl.concat(scored_all).to_numpy(), target_precision) if scored_all else 1.0
+    everything = [f.get_column("posterior") for f in links.values()]
+    threshold = threshold_for(pl.concat(everything).to_numpy(), target_precision) if everything else 1.0
     links = {
         name: frame.filter(pl.col("posterior") >= threshold).select("p_idx", "ref_idx", "rule", "score", "posterior")
         for name, frame in links.items()
     }
     model = ScoringModel(
-        weights={f: FieldWeights(float(m[i]), float(u[i])) for i, f in enumerate(fields)},
+        weights={f: FieldWeights(m[i].tolist(), u[i].tolist()) for i, f in enumerate(fields)},
         prior=prior, threshold=threshold,
     )
     return links, model
