@@ -35,6 +35,9 @@ VAULT_FILE = "vault.parquet"
 BATCH_ROWS = 500_000
 BUCKET_ROWS = 1_000_000
 DEFAULT_K = 10
+# Rows are ordered by the first 8 bytes of their random handle: as random as the
+# whole handle, and an integer sort is about three times faster than a binary one.
+_HANDLE_PREFIX = pl.col("handle").bin.slice(0, 8).bin.reinterpret(dtype=pl.UInt64)
 
 
 class FieldStats(BaseModel):
@@ -397,7 +400,7 @@ def _gather(scratch: Path, buckets: int, target: Path) -> None:
             files = sorted(scratch.glob(f"b{b}-*.parquet"))
             if not files:
                 continue
-            table = pl.read_parquet(files).sort("handle").to_arrow()
+            table = pl.read_parquet(files).sort(_HANDLE_PREFIX).to_arrow()
             writer = writer or pq.ParquetWriter(
                 target, table.schema, compression="none", store_schema=False  # tokens are random
             )
