@@ -102,6 +102,25 @@ def expected_schema(manifest: Manifest) -> dict[str, pl.DataType]:
     return schema
 
 
+def verify_manifest_signature(manifest: Manifest, body: bytes, signature_hex: str) -> None:
+    """The producer's signature over the manifest's exact bytes (checked before any token is read)."""
+    try:
+        signature = bytes.fromhex(signature_hex.strip())
+    except ValueError:
+        raise VerificationError(f"the signature of bundle {manifest.bundle_id} is malformed") from None
+    manifest.producer.verify(_SIGNING_DOMAIN + body, signature)
+
+
+def _require_parquet_magic(name: str, path: Path) -> None:
+    """Parquet readers look only at the footer; a well-formed file also starts with the magic."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(max(0, path.stat().st_size - 4))
+        tail = f.read(4)
+    if head != b"PAR1" or tail != b"PAR1":
+        raise VerificationError(f"{name}: {TOKENS_FILE} is not a parquet file (bad magic bytes)")
+
+
 def verify_bundle(directory: Path, signer: IdentityCard | None = None) -> Manifest:
     """Check signature, file digest and schema; return the trusted manifest.
 
@@ -113,10 +132,10 @@ def verify_bundle(directory: Path, signer: IdentityCard | None = None) -> Manife
     if signer is not None and signer.fingerprint != manifest.producer.fingerprint:
         raise VerificationError(f"{name}: signed by {manifest.producer.name}, not {signer.name}")
     try:
-        signature = bytes.fromhex((directory / SIGNATURE_FILE).read_text().strip())
-    except (OSError, ValueError):
+        signature = (directory / SIGNATURE_FILE).read_text()
+    except OSError:
         raise VerificationError(f"{name}: missing or unreadable {SIGNATURE_FILE}") from None
-    manifest.producer.verify(_SIGNING_DOMAIN + body, signature)
+    verify_manifest_signature(manifest, body, signature)
     tokens = directory / manifest.tokens_file
     if manifest.tokens_file != TOKENS_FILE or not tokens.is_file():
         raise VerificationError(f"{name}: {TOKENS_FILE} is missing")
@@ -127,6 +146,7 @@ def verify_bundle(directory: Path, signer: IdentityCard | None = None) -> Manife
 
 
 def _verify_tokens(name: str, tokens: Path, manifest: Manifest) -> None:
+    _require_parquet_magic(name, tokens)
     try:
         schema = dict(pl.read_parquet_schema(tokens))
     except Exception:  # noqa: BLE001 - any parquet failure means a broken bundle

@@ -274,3 +274,19 @@ def test_real_entry_point_end_to_end(contacts, tmp_path, key_file, identity_dir)
     assert checked.returncode == 0 and "ok:" in checked.stdout
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert "secret" not in json.dumps(manifest).lower()
+
+
+def test_verify_refuses_bad_parquet_magic(contacts, tmp_path, key_file, identity):
+    from cleanroom import hash_file
+
+    contacts.write_csv(tmp_path / "in.csv")
+    hash_file(tmp_path / "in.csv", tmp_path / "b", tmp_path / "v", key=load_key(key_file), identity=identity,
+              spec=mapped())
+    tokens = tmp_path / "b" / "tokens.parquet"
+    raw = bytearray(tokens.read_bytes())
+    raw[:4] = b"JUNK"
+    tokens.write_bytes(bytes(raw))
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["tokens_digest"]  # the digest check would also fail; magic is checked first
+    with pytest.raises(VerificationError):
+        verify_bundle(tmp_path / "b")

@@ -34,13 +34,13 @@ from cleanroom.broker.releases import MANIFEST_FILE as RELEASE_MANIFEST
 from cleanroom.broker.releases import RELEASE_FILE
 from cleanroom.broker.releases import SIGNATURE_FILE as RELEASE_SIGNATURE
 from cleanroom.broker.reports import load_report
-from cleanroom.bundle import _SIGNING_DOMAIN as BUNDLE_SIGNING_DOMAIN
 from cleanroom.bundle import (
     MANIFEST_FILE,
     SIGNATURE_FILE,
     TOKENS_FILE,
     Manifest,
     verify_bundle,
+    verify_manifest_signature,
 )
 from cleanroom.errors import CleanroomError, VerificationError
 from cleanroom.fsutil import write_atomic
@@ -482,7 +482,7 @@ def create_app(settings: Settings) -> FastAPI:
                 manifest = Manifest.model_validate_json(manifest_bytes)
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise VerificationError("the upload's manifest is not a valid bundle manifest") from None
-            _check_manifest_signature(manifest, manifest_bytes, signature)
+            verify_manifest_signature(manifest, manifest_bytes, str(signature))
             await run_in_threadpool(_admit, self.member, manifest)
             digest = manifest.tokens_digest
             manifest_digest = blake3.blake3(manifest_bytes).hexdigest()
@@ -536,7 +536,6 @@ def create_app(settings: Settings) -> FastAPI:
             return total
 
         def _commit(self, folder, manifest, manifest_bytes, signature, manifest_digest, total, response):
-            _require_parquet_magic(folder / TOKENS_FILE)
             write_atomic(folder / MANIFEST_FILE, manifest_bytes)
             write_atomic(folder / SIGNATURE_FILE, (str(signature) + "\n").encode())
             verified = verify_bundle(folder, signer=self.member.card)
@@ -564,7 +563,7 @@ def create_app(settings: Settings) -> FastAPI:
             manifest = Manifest.model_validate_json(body.manifest)
         except ValueError:
             raise VerificationError("the upload's manifest is not a valid bundle manifest") from None
-        _check_manifest_signature(manifest, body.manifest.encode(), body.signature)
+        verify_manifest_signature(manifest, body.manifest.encode(), str(body.signature))
         _admit(member, manifest)
         existing = store.one("SELECT * FROM bundles WHERE digest = ?", manifest.tokens_digest)
         if existing is None:
@@ -807,25 +806,6 @@ def _job_out(row) -> JobOut:
 def _uploaded(row, *, created: bool) -> Uploaded:
     return Uploaded(digest=row["digest"], bundle_id=row["bundle_id"], rows=row["rows"], size=row["size"],
                     created=created)
-
-
-def _check_manifest_signature(manifest: Manifest, body: bytes, signature: Any) -> None:
-    """The producer's signature over the manifest, checked before any token byte is read."""
-    try:
-        raw = bytes.fromhex(str(signature).strip())
-    except ValueError:
-        raise VerificationError("the upload's manifest signature is malformed") from None
-    manifest.producer.verify(BUNDLE_SIGNING_DOMAIN + body, raw)
-
-
-def _require_parquet_magic(path: Path) -> None:
-    """Parquet readers only look at the footer; a file must also start with the magic (not checked by verify_bundle)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-        f.seek(max(0, path.stat().st_size - 4))
-        tail = f.read(4)
-    if head != b"PAR1" or tail != b"PAR1":
-        raise VerificationError(f"{TOKENS_FILE} is not a readable parquet file (bad magic bytes)")
 
 
 def _fsync_dir(path: Path) -> None:
