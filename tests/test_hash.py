@@ -286,7 +286,9 @@ def test_verify_refuses_bad_parquet_magic(contacts, tmp_path, key_file, identity
     raw = bytearray(tokens.read_bytes())
     raw[:4] = b"JUNK"
     tokens.write_bytes(bytes(raw))
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["tokens_digest"]  # the digest check would also fail; magic is checked first
-    with pytest.raises(VerificationError):
+    from cleanroom.bundle import file_digest, read_manifest, sign_manifest
+
+    manifest, _ = read_manifest(tmp_path / "b")  # re-signed with the new digest: only the magic is wrong
+    sign_manifest(tmp_path / "b", manifest.model_copy(update={"tokens_digest": file_digest(tokens)}), identity)
+    with pytest.raises(VerificationError, match="magic"):
         verify_bundle(tmp_path / "b")
