@@ -63,8 +63,15 @@ def protect_attributes(frame: pl.DataFrame, names: list[str], k: int) -> tuple[p
 
 
 def smallest_class(frame: pl.DataFrame, names: list[str]) -> int:
-    """Rows in the rarest combination of attributes (all-null rows excluded)."""
+    """Rows in the rarest combination of attributes (all-null rows excluded).
+
+    Combinations are grouped by a 64-bit hash of the row's attributes, several
+    times faster than grouping the strings on a state-sized file. Two distinct
+    combinations sharing a hash would look like one larger class; with a
+    million combinations the odds of any such collision are about 3e-8.
+    """
     carrying = frame.filter(pl.any_horizontal(pl.col(n).is_not_null() for n in names))
     if carrying.is_empty():
         return 0
-    return int(carrying.group_by(names).len().get_column("len").min())
+    sizes = carrying.select(pl.struct(names).hash().value_counts(name="n").struct.field("n"))
+    return int(sizes.to_series().min())

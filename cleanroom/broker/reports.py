@@ -82,8 +82,8 @@ def _persons(rows: pl.DataFrame, dims: list[str]) -> pl.DataFrame:
 
 def raw_tables(outcome: MatchOutcome, crosstabs: list[list[str]]) -> list[_Raw]:
     """The standard tables with true counts (broker-internal; never released as is)."""
-    rows = outcome.rows
     partners = outcome.partners
+    rows = outcome.rows.with_columns(pl.col("partner").cast(pl.Enum(partners)))
     m = len(partners)
     rules = rows.get_column("rule").drop_nulls().unique().sort().to_list()
     keys = outcome.key_order if set(rules) <= set(outcome.key_order) else rules  # scored rules are patterns
@@ -101,9 +101,17 @@ def raw_tables(outcome: MatchOutcome, crosstabs: list[list[str]]) -> list[_Raw]:
             sensitivity=m,
         )
     ]
+    # Each person's set of lists as a bitmask (one bit per partner), then its label.
+    masks = {mask: " & ".join(sorted(p for i, p in enumerate(partners) if mask >> i & 1))
+             for mask in range(1, 2 ** m)}
     sets = rows.group_by("person").agg(
-        pl.col("partner").unique().sort().str.join(" & ").alias("lists"), pl.col("registered").first()
-    ).with_columns(pl.when("registered").then(pl.lit("registered")).otherwise(pl.lit("unregistered")).alias("registration"))
+        pl.col("partner").to_physical().replace_strict(list(range(m)), [1 << i for i in range(m)],
+                                                        return_dtype=pl.UInt64).bitwise_or().alias("mask"),
+        pl.col("registered").first(),
+    ).select(
+        pl.col("mask").replace_strict(masks, return_dtype=pl.String).alias("lists"),
+        pl.when("registered").then(pl.lit("registered")).otherwise(pl.lit("unregistered")).alias("registration"),
+    )
     combos = [" & ".join(c) for r in range(1, m + 1) for c in itertools.combinations(sorted(partners), r)]
     tables.append(_Raw(
         name="overlap_sets", title="Persons by the exact set of lists they are on (UpSet)",
