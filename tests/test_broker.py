@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -194,7 +193,6 @@ def test_reference_attribute_classes_are_at_least_k(world, tmp_path):
 
 def test_enrichment_reference_adds_attributes(world, tmp_path):
     """A second reference (an engagement score keyed by email) joins the same job."""
-    root = world["root"]
     name = PARTNERS[0]
     emails = world["lists"][name].select("email").drop_nulls().unique().head(600)
     scores = emails.with_columns(engagement=pl.int_range(pl.len()).mod(3).cast(pl.String))
