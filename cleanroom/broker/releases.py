@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -72,8 +73,14 @@ def write_releases(
     recipients: dict[str, IdentityCard],
     broker: Identity,
     folder: Path,
+    labels: Sequence[str] = (),
 ) -> dict[str, ReleaseManifest]:
-    """One signed release per partner with its own rows of `segment` (partner, handle, person)."""
+    """One signed release per partner with its own rows of `segment` (partner, handle, person).
+
+    `labels` names extra string columns of `segment` carried into the release
+    as they are (a campaign's `sender`); they must say nothing about other
+    partners' lists.
+    """
     manifests = {}
     for name, card in recipients.items():
         token_key = secrets.token_hex(32)
@@ -83,6 +90,7 @@ def write_releases(
                 "handle",
                 pl.col("person").cast(pl.String).chash.hmac_sha256(key=token_key)
                 .str.slice(0, 32).str.decode("hex").alias("person_token"),
+                *labels,
             )
             .sort("handle")
         )
