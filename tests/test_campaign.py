@@ -288,3 +288,46 @@ def test_bad_campaigns_against_the_job(world, tmp_path):
         run_campaign(_campaign(world, target="county = 'NOWHERE'", include_unregistered=False), world["job"],
                      tmp_path / "d", state=state, at=T0)
     assert not (tmp_path / "d").exists()
+
+
+def test_cli_campaign_create_optout_run_sends_report_resolve(world, tmp_path, monkeypatch, capsys):
+    from cleanroom.cli import main
+
+    monkeypatch.setenv("CLEANROOM_PASSPHRASE", PW.decode())
+    broker = ["--identity", world["root"] / "id" / "Broker", "--state", tmp_path / "state"]
+    definition = _campaign(world, cap={"messages": 1, "days": 7}).model_dump(mode="json")
+    (tmp_path / "gotv.json").write_text(json.dumps(definition))
+    refs, parts = _bundles(world)
+
+    def run(*args, code=0):
+        with pytest.raises(SystemExit) as done:
+            main([str(a) for a in args])
+        assert (done.value.code or 0) == code
+        return capsys.readouterr()
+
+    run("broker", "campaign", "create", world["job"], "--definition", tmp_path / "gotv.json",
+        "--out", tmp_path / "c", *broker)
+    run("broker", "campaign", "optout", world["job"], world["root"] / "b" / "optout", "--received-by", "Tenants",
+        "--reference", refs[0], *[a for p in parts for a in ("--partner", p)], *broker)
+    shown = run("broker", "campaign", "run", tmp_path / "c", "--job", world["job"], "--out", tmp_path / "r1",
+                "--at", "2026-09-01T09:00:00", *broker).out
+    assert "Assigned persons by partner" in shown
+    name = "Teachers"
+    folder = next((tmp_path / "r1" / "releases").glob(f"*-{world['ids'][name].card.fingerprint[:8]}"))
+    release = pl.read_parquet(folder / RELEASE_FILE)
+    release.select(pl.col("handle").bin.encode("hex"), pl.lit("2026-09-01T10:00:00Z").alias("sent_at")).write_csv(
+        tmp_path / "sends.csv")
+    assert f"{release.height} sends" in run("broker", "campaign", "sends", world["job"], tmp_path / "sends.csv",
+                                            "--partner", name, *broker).out
+    run("broker", "campaign", "sends", world["job"], tmp_path / "sends.csv", "--partner", "Riders", *broker, code=2)
+    run("broker", "campaign", "report", tmp_path / "r1")
+    run("resolve", folder, "--vault", world["root"] / "v" / name, "--input", world["root"] / f"{name}.csv",
+        "--out", tmp_path / "mine.csv")
+    mine = pl.read_csv(tmp_path / "mine.csv")
+    assert mine.height == release.height and "sender" in mine.columns
+    # a day later, with a cap of one a week, nobody who was sent to is assigned again
+    run("broker", "campaign", "run", tmp_path / "c", "--job", world["job"], "--out", tmp_path / "r2",
+        "--at", "2026-09-02T09:00:00", *broker)
+    again = pl.read_parquet(tmp_path / "r2" / "internal" / "assignments.parquet")
+    first = pl.read_parquet(tmp_path / "r1" / "internal" / "assignments.parquet")
+    assert again.join(first, on="person").is_empty()

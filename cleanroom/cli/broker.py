@@ -1,20 +1,31 @@
-"""CLI commands of the broker (match, segment, report) and the partner's resolve."""
+"""CLI commands of the broker (match, segment, report, campaign) and the partner's resolve."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 from rich.table import Table
 
+from cleanroom.broker.campaign import (
+    CAMPAIGN_FILE,
+    create_campaign,
+    load_campaign,
+    record_sends,
+    register_optouts,
+    resolve_assignment,
+    run_campaign,
+)
 from cleanroom.broker.job import BrokerState, match_job, segment_job
 from cleanroom.broker.releases import ReleaseManifest
 from cleanroom.broker.reports import Report, load_report
 from cleanroom.cli.common import out
 from cleanroom.keys.consortium import load_consortium
 from cleanroom.keys.identity import load_card, load_identity
-from cleanroom.resolve import resolve_release, write_rows
+from cleanroom.resolve import write_rows
 
 broker_app = typer.Typer(no_args_is_help=True, help="Broker: match jobs, reports and segment releases.")
 
@@ -66,6 +77,80 @@ def report(
     print_report(load_report(target), limit=None)
 
 
+campaign_app = typer.Typer(no_args_is_help=True, help="Coordinated campaigns: assignments, opt-outs, sends, caps.")
+broker_app.add_typer(campaign_app, name="campaign")
+JobArgument = Annotated[Path, typer.Argument(metavar="JOB_DIR", help="A finished match job folder.")]
+
+
+@campaign_app.command("create")
+def campaign_create(
+    job_dir: JobArgument,
+    definition: Annotated[Path, typer.Option("--definition", help="Campaign definition (JSON).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Campaign folder to write (campaign.json).")],
+    identity: IdentityOption,
+    state: StateOption,
+) -> None:
+    """Validate a campaign definition against its job and record it."""
+    campaign = create_campaign(load_campaign(definition), job_dir, out_dir, state=BrokerState(state, load_identity(identity)))
+    out.print(f"campaign {campaign.name} ({campaign.campaign_id}) for job {campaign.job_id[:12]}: "
+              f"{', '.join(campaign.partners)}; policy {' > '.join(campaign.policy)}")
+
+
+@campaign_app.command("optout")
+def campaign_optout(
+    job_dir: JobArgument,
+    bundle: Annotated[Path, typer.Argument(metavar="OPTOUT_BUNDLE", help="Opt-out list hashed with `cleanroom hash`.")],
+    received_by: Annotated[str, typer.Option("--received-by", help="The partner that received the opt-outs.")],
+    references: Annotated[list[Path], typer.Option("--reference", help="The job's reference bundle(s).")],
+    partners: Annotated[list[Path], typer.Option("--partner", help="The job's partner bundles (repeat).")],
+    identity: IdentityOption,
+    state: StateOption,
+) -> None:
+    """Match an opt-out bundle to persons and add it to the broker's contact ledger."""
+    register_optouts(job_dir, bundle, received_by=received_by, references=references, partners=partners,
+                     state=BrokerState(state, load_identity(identity)))
+    out.print(f"opt-outs received by {received_by} recorded")
+
+
+@campaign_app.command("run")
+def campaign_run(
+    campaign_dir: Annotated[Path, typer.Argument(metavar="CAMPAIGN_DIR")],
+    job_dir: Annotated[Path, typer.Option("--job", help="The campaign's job folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder to write (report, releases).")],
+    identity: IdentityOption,
+    state: StateOption,
+    at: Annotated[datetime | None, typer.Option(help="Run time (ISO 8601, UTC); default now.")] = None,
+) -> None:
+    """Assign targeted persons, reserve contacts, write releases and the protected report."""
+    campaign = load_campaign(campaign_dir / CAMPAIGN_FILE)
+    when = at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+    report, releases = run_campaign(campaign, job_dir, out_dir, state=BrokerState(state, load_identity(identity)),
+                                    at=when)
+    print_report(report, limit=12)
+    _print_releases(releases, out_dir / "releases")
+
+
+@campaign_app.command("sends")
+def campaign_sends(
+    job_dir: JobArgument,
+    sends_file: Annotated[Path, typer.Argument(metavar="SENDS", help="CSV or Parquet: handle (hex), sent_at (ISO 8601).")],
+    partner: Annotated[str, typer.Option("--partner", help="The partner that sent.")],
+    identity: IdentityOption,
+    state: StateOption,
+) -> None:
+    """Record a partner's reported sends in the contact ledger (they count toward caps)."""
+    frame = pl.read_parquet(sends_file) if sends_file.suffix == ".parquet" else pl.read_csv(
+        sends_file, schema_overrides={"handle": pl.String, "sent_at": pl.String})
+    n = record_sends(job_dir, partner, frame, state=BrokerState(state, load_identity(identity)))
+    out.print(f"{n} sends by {partner} recorded")
+
+
+@campaign_app.command("report")
+def campaign_report(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR")]) -> None:
+    """Print a campaign run's protected report."""
+    print_report(load_report(run_dir / "report"), limit=None)
+
+
 def resolve(
     release: Annotated[Path, typer.Argument(metavar="RELEASE", help="Your release folder from the broker.")],
     vault: Annotated[Path, typer.Option("--vault", help="The vault folder written by `cleanroom hash`.")],
@@ -74,8 +159,9 @@ def resolve(
     broker: Annotated[Path | None, typer.Option(help="The broker's identity card the release must be signed by.")] = None,
     encoding: Annotated[str, typer.Option(help="CSV encoding of the input.")] = "utf-8",
 ) -> None:
-    """Turn a release back into your own rows (with a per-release person token)."""
-    rows = resolve_release(release, vault, input_file, broker=load_card(broker) if broker else None, encoding=encoding)
+    """Turn a release back into your own rows (with a per-release person token, and a campaign's sender)."""
+    rows = resolve_assignment(release, vault, input_file, broker=load_card(broker) if broker else None,
+                              encoding=encoding)
     write_rows(rows, out_file)
     out.print(f"wrote {rows.height} rows to {out_file} ({rows.get_column('person_token').n_unique()} distinct persons)")
 
