@@ -47,7 +47,7 @@ class Manifest(BaseModel):
 
     format: Literal["cleanroom-bundle/1"] = BUNDLE_FORMAT
     bundle_id: str = Field(default_factory=lambda: secrets.token_hex(16))
-    kind: Literal["partner", "reference"] = "partner"
+    kind: Literal["partner", "reference", "optout"] = "partner"  # optout: an unsubscribe list (campaigns)
     consortium_id: str
     epoch: int
     key_fingerprint: str

@@ -17,6 +17,7 @@ from cleanroom.broker.campaign import (
     contact_ledger,
     create_campaign,
     load_campaign,
+    mark_opt_out,
     parse_campaign,
     record_sends,
     register_optouts,
@@ -166,6 +167,7 @@ def world(tmp_path_factory):
     write_frame(lists["Tenants"].head(80), root / "optout.csv")
     hash_file(root / "optout.csv", root / "b" / "optout", root / "v" / "optout", key=key,
               identity=ids["Tenants"], spec=spec)
+    assert mark_opt_out(root / "b" / "optout", ids["Tenants"]).kind == "optout"
     policy = Policy(k=5, epsilon_budget=None, clear_attributes=tuple(ATTRIBUTES))
     consortium = init_consortium("recall", ids["Voter File"], [ids[n].card for n in PARTNERS],
                                  root / "consortium.json", epoch=1, policy=policy)

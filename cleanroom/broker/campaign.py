@@ -52,7 +52,7 @@ from cleanroom.broker.releases import (
     write_releases,
 )
 from cleanroom.broker.reports import Report, ReportTable, write_report
-from cleanroom.bundle import verify_bundle
+from cleanroom.bundle import Manifest, sign_manifest, verify_bundle
 from cleanroom.errors import (
     CleanroomError,
     InputError,
@@ -61,7 +61,7 @@ from cleanroom.errors import (
     VerificationError,
 )
 from cleanroom.fsutil import staged_dir
-from cleanroom.keys.identity import canonical_json
+from cleanroom.keys.identity import Identity, canonical_json
 from cleanroom.privacy import protect_table
 
 CAMPAIGN_FILE = "campaign.json"
@@ -358,6 +358,16 @@ def _job(job_dir: Path) -> tuple[JobRecord, pl.DataFrame]:
     return record, rows.with_columns(person_key(record.inputs[0]["digest"], record.job_id))
 
 
+def mark_opt_out(bundle_dir: Path, identity: Identity) -> Manifest:
+    """Re-sign a freshly hashed bundle as an opt-out list (`kind` "optout"): never a job's input."""
+    manifest = verify_bundle(Path(bundle_dir), identity.card)
+    if manifest.kind != "partner":
+        raise InputError("only a partner bundle can be marked as an opt-out list")
+    marked = manifest.model_copy(update={"kind": "optout"})
+    sign_manifest(Path(bundle_dir), marked, identity)
+    return marked
+
+
 def contact_ledger(state: BrokerState) -> ContactLedger:
     """The broker's contact ledger (opt-outs, reservations, sends)."""
     return ContactLedger(state.folder / CONTACTS_FILE)
@@ -391,6 +401,8 @@ def register_optouts(
         if given != expected:
             raise VerificationError("the bundles given are not the job's bundles (digests differ)")
         manifest = verify_bundle(Path(optout_bundle))
+        if manifest.kind not in ("optout", "partner"):
+            raise VerificationError("an opt-out list is an opt-out or partner bundle, not a reference")
         primary = inputs.primary.manifest
         if (manifest.consortium_id, manifest.epoch, manifest.key_fingerprint, manifest.spec_digest) != (
             primary.consortium_id, primary.epoch, primary.key_fingerprint, primary.spec_digest
@@ -616,6 +628,6 @@ def load_run(folder: Path) -> CampaignRun:
 
 __all__ = [
     "Campaign", "CampaignRun", "FrequencyCap", "Sender", "assign", "contact_ledger", "create_campaign",
-    "load_campaign", "load_run", "parse_campaign", "record_sends", "register_optouts", "resolve_assignment",
+    "load_campaign", "load_run", "mark_opt_out", "parse_campaign", "record_sends", "register_optouts", "resolve_assignment",
     "run_campaign", "validate_campaign",
 ]

@@ -6,9 +6,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+from cleanroom.broker.campaign import mark_opt_out
 from cleanroom.bundle import verify_bundle
 from cleanroom.cli.common import err, out
 from cleanroom.errors import InputError
@@ -35,7 +42,7 @@ def key_new(
     out.print(f"wrote key file {out_file} (fingerprint {key.fingerprint})")
 
 
-def hash(  # noqa: A001 - the verb is the interface
+def hash(
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV or Parquet list.")],
     key_file: Annotated[Path, typer.Option("--key", help="Consortium key file.")],
     identity_dir: Annotated[Path, typer.Option("--identity", help="Your identity folder (signs the bundle).")],
@@ -46,11 +53,14 @@ def hash(  # noqa: A001 - the verb is the interface
     attrs: Annotated[list[str] | None, typer.Option("--attr", help="NAME[=COLUMN] clear attribute to carry (must be allowed by the spec).")] = None,
     id_column: Annotated[str | None, typer.Option(help="Your own id column, kept in the vault only.")] = None,
     reference: Annotated[bool, typer.Option("--reference", help="Mark the bundle as a reference (voter file).")] = False,
+    opt_out: Annotated[bool, typer.Option("--opt-out", help="Mark the bundle as an opt-out (unsubscribe) list for campaigns.")] = False,
     k: Annotated[int, typer.Option("--k", min=2, help="Every combination of clear attributes must occur in at least k rows.")] = 10,
     encoding: Annotated[str, typer.Option(help="CSV encoding.")] = "utf-8",
     delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (sniffed if omitted).")] = None,
 ) -> None:
     """Normalize, tokenize and sign a contact list into a bundle; the vault stays local."""
+    if opt_out and reference:
+        raise InputError("a bundle is either a reference or an opt-out list, not both")
     spec = load_spec(spec_file)
     if mapping:
         spec = spec.with_columns(parse_mapping(mapping))
@@ -68,6 +78,8 @@ def hash(  # noqa: A001 - the verb is the interface
             id_column=id_column, reference=reference, k=k, encoding=encoding, delimiter=delimiter,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
+    if opt_out:
+        manifest = mark_opt_out(out_dir, identity)
     _print_summary(summary)
     out.print(f"bundle {out_dir} ({manifest.row_count} rows, epoch {manifest.epoch}, key {manifest.key_fingerprint})")
     out.print(f"vault  {vault_dir} (keep it private: it maps handles to your rows)")
