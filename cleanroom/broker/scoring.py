@@ -34,6 +34,7 @@ from cleanroom.bundle import KeyInfo
 MAX_HOLDERS = 20  # tokens held by more reference rows than this make no candidates
 EM_ROUNDS = 100
 MIN_ANCHOR_PAIRS = 50
+MIN_POSTERIOR = 0.99  # every link must also be likely on its own, not only the linked set on average
 ANCHORS = {"first": "first_canon", "last": "last", "dob": "dob", "address": "street"}
 LEVELS = ("disagree", "fuzzy", "exact")
 _BOUND = 1e-3  # m stays within [0.001, 0.999]: no single field can veto a pair
@@ -312,6 +313,7 @@ def score_partners(
         links[name] = link_one_to_one(scored).with_columns(rule.alias("rule"))
     everything = [f.get_column("posterior") for f in links.values()]
     threshold = threshold_for(pl.concat(everything).to_numpy(), target_precision) if everything else 1.0
+    threshold = max(threshold, MIN_POSTERIOR)
     links = {
         name: frame.filter(pl.col("posterior") >= threshold).select("p_idx", "ref_idx", "rule", "score", "posterior")
         for name, frame in links.items()
