@@ -28,8 +28,9 @@ from cleanroom.fsutil import staged_dir
 from cleanroom.inputs import ROW, read_input
 from cleanroom.keys.identity import Identity
 from cleanroom.keys.secret import ConsortiumKey
-from cleanroom.spec import MatchKey, MatchSpec
+from cleanroom.spec import MatchSpec
 from cleanroom.tokens import combination_tokens, random_handles, subkeys, token_list
+from cleanroom.variants import swapped_sources, variant_sources
 
 VAULT_FILE = "vault.parquet"
 BATCH_ROWS = 500_000
@@ -123,7 +124,7 @@ class HashPlan:
                     derived[name] = expr
                     sources.setdefault(field, []).append(name)
                     primaries.setdefault(column, name)
-        swapped = _swapped_sources(spec, columns, used, derived)
+        swapped = swapped_sources(spec, columns, used, derived)
         columns = {column: columns[column] for column in primaries}
         secret_subkeys = subkeys(key, [k.name for k in spec.all_keys])
         raw_tokens: dict[str, pl.Expr] = {}
@@ -192,64 +193,6 @@ class HashPlan:
                 reasons = {r: n for r, n in counts.iter_rows() if r is not None}
             summary.fields.append(FieldStats(column=column, field_type=field_type, reasons=reasons, **stats))
         return summary
-
-
-MAX_DELETIONS = 12  # deletion variants cover the first 12 characters of a value
-
-
-def _swapped_sources(
-    spec: MatchSpec, columns: dict[str, str], used: set[str], derived: dict[str, pl.Expr]
-) -> dict[str, list[str]]:
-    """Name fields derived with first and last name columns exchanged (for swap_names)."""
-    if not any("swap_names" in k.variants for k in spec.all_keys):
-        return {}
-    exchange = {"first_name": "last_name", "last_name": "first_name"}
-    swapped: dict[str, list[str]] = {}
-    for i, (column, field_type) in enumerate(columns.items()):
-        if field_type not in exchange:
-            continue
-        for field, expr in normalize.derive(exchange[field_type], pl.col(column)).items():
-            if field in used:
-                name = f"__s{i}:{field}"
-                derived[name] = expr
-                swapped.setdefault(field, []).append(name)
-    return swapped
-
-
-def _deletions(value: pl.Expr) -> list[pl.Expr]:
-    """The value and each of its single-character deletions (null past its end)."""
-    return [value] + [
-        pl.when(value.str.len_chars() > i).then(value.str.slice(0, i) + value.str.slice(i + 1))
-        for i in range(MAX_DELETIONS)
-    ]
-
-
-def variant_sources(
-    key: MatchKey, sources: dict[str, list[str]], swapped: dict[str, list[str]]
-) -> list[list[list[pl.Expr]]]:
-    """For each way of reading the row (as given; names swapped), the alternatives per field."""
-    deletion_field = next((v.split(":")[1] for v in key.variants if v.startswith("deletions:")), None)
-    readings = [sources]
-    if "swap_names" in key.variants:
-        readings.append({**sources, **swapped})
-    result = []
-    for reading in readings:
-        per_field = []
-        for field in key.fields:
-            exprs = [pl.col(n) for n in reading.get(field, [])]
-            if field == deletion_field:
-                exprs = [d for e in exprs for d in _deletions(e)]
-            if field == "dob" and "dob_dm_swap" in key.variants:
-                exprs = exprs + [_day_month_swapped(e) for e in exprs]
-            per_field.append(exprs)
-        result.append(per_field)
-    return result
-
-
-def _day_month_swapped(dob: pl.Expr) -> pl.Expr:
-    """ISO date with day and month exchanged, where the day can be a month."""
-    year, month, day = dob.str.slice(0, 4), dob.str.slice(5, 2), dob.str.slice(8, 2)
-    return pl.when((day <= "12") & (day != month)).then(pl.concat_str([year, day, month], separator="-"))
 
 
 def hash_frame(
