@@ -20,7 +20,10 @@ MAX_DELETIONS = 12  # deletion variants cover the first 12 characters of a value
 def swapped_sources(
     spec: MatchSpec, columns: dict[str, str], used: set[str], derived: dict[str, pl.Expr]
 ) -> dict[str, list[str]]:
-    """Name fields derived with first and last name columns exchanged (for swap_names)."""
+    """Name fields derived with first and last name columns exchanged (for swap_names).
+
+    Their expressions are added to `derived`; returns field -> derived column names.
+    """
     if not any("swap_names" in k.variants for k in spec.all_keys):
         return {}
     exchange = {"first_name": "last_name", "last_name": "first_name"}
