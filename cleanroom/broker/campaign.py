@@ -177,8 +177,9 @@ def parse_campaign(data: str | bytes | dict[str, Any]) -> Campaign:
         return Campaign.model_validate_json(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "campaign"
-        raise SpecError(f"campaign definition: {where}: {first['msg']}") from None
+        where = ".".join(str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise SpecError(f"campaign definition: {where + ': ' if where else ''}{message}") from None
 
 
 def validate_campaign(campaign: Campaign, record: JobRecord) -> None:

@@ -8,6 +8,7 @@ CLEANROOM_PASSPHRASE or a prompt.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from cleanroom.cli.broker import print_report
 from cleanroom.cli.common import out
+from cleanroom.errors import InputError
 from cleanroom.keys import ceremony
 from cleanroom.keys.consortium import accept_consortium, load_consortium
 from cleanroom.keys.identity import load_card, load_identity
@@ -25,6 +27,10 @@ job_app = typer.Typer(no_args_is_help=True, help="Match jobs on the service.")
 ceremony_app = typer.Typer(no_args_is_help=True, help="Key ceremony with the service as relay.")
 remote_app.add_typer(job_app, name="job")
 remote_app.add_typer(ceremony_app, name="ceremony")
+campaign_app = typer.Typer(no_args_is_help=True, help="Coordinated campaigns on the service.")
+sends_app = typer.Typer(no_args_is_help=True, help="Report your sends (they count toward the coalition's caps).")
+remote_app.add_typer(campaign_app, name="campaign")
+remote_app.add_typer(sends_app, name="sends")
 
 ConsortiumFile = Annotated[Path, typer.Option("--consortium", help="The consortium document (JSON).")]
 
@@ -251,6 +257,80 @@ def audit(ctx: typer.Context, after: Annotated[int, typer.Option(help="Show entr
     with _connect(ctx) as client:
         for entry in client.audit(after, limit):
             out.print(f"{entry['seq']:>5} {entry['at']} {entry['kind']:<20} {entry['body']}")
+
+
+@campaign_app.command("create")
+def campaign_create(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="A finished match job.")],
+    definition: Annotated[Path, typer.Option("--definition", help="Campaign definition (JSON; job_id is filled in).")],
+) -> None:
+    """Define a campaign on a finished match job (coordinator)."""
+    try:
+        body = json.loads(definition.read_text())
+    except (OSError, ValueError):
+        raise InputError(f"{definition.name} is not a readable JSON campaign definition") from None
+    with _connect(ctx) as client:
+        made = client.define_campaign(job_id, body)
+    out.print(f"campaign {made['id']} ({made['name']}) on job {made['job_id']}")
+
+
+@campaign_app.command("list")
+def campaign_list(ctx: typer.Context) -> None:
+    """Campaigns on the service (coordinator, admin)."""
+    with _connect(ctx) as client:
+        rows = client.campaigns()
+    grid = Table("campaign", "name", "job", "partners", "policy")
+    for c in rows:
+        d = c["definition"]
+        grid.add_row(c["id"], c["name"], c["job_id"], ", ".join(d["partners"]), " > ".join(d["policy"]))
+    out.print(grid)
+
+
+@campaign_app.command("run")
+def campaign_run(
+    ctx: typer.Context,
+    campaign: Annotated[str, typer.Argument(metavar="CAMPAIGN")],
+    wait: Annotated[bool, typer.Option(help="Wait for the run and print its report.")] = True,
+) -> None:
+    """Queue a campaign run; partners then `cleanroom remote pull RUN` their assignments."""
+    with _connect(ctx) as client:
+        job = client.run_campaign(campaign)
+        if wait:
+            job = client.wait(job["id"])
+        _print_job(job)
+        if job["state"] == "done":
+            print_report(client.report(job["id"]), limit=12)
+
+
+@campaign_app.command("optout")
+def campaign_optout(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="The match job whose campaigns it applies to.")],
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE_DIR", help="Made with `cleanroom hash --opt-out`.")],
+) -> None:
+    """Upload your opt-out (unsubscribe) bundle and record it (partner)."""
+    with _connect(ctx) as client:
+        client.push_optouts(job_id, bundle)
+    out.print(f"opt-outs recorded for job {job_id}")
+
+
+@sends_app.command("report")
+def sends_report(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="JOB", help="The match job of the campaign.")],
+    sends_file: Annotated[Path, typer.Argument(metavar="SENDS", help="CSV or Parquet: handle (hex), sent_at (ISO 8601).")],
+) -> None:
+    """Report the messages you sent (handles from your campaign releases, with timestamps)."""
+    import polars as pl
+
+    if sends_file.suffix == ".parquet":
+        frame = pl.read_parquet(sends_file)
+    else:
+        frame = pl.read_csv(sends_file, schema_overrides={"handle": pl.String, "sent_at": pl.String})
+    with _connect(ctx) as client:
+        n = client.report_sends(job_id, frame)
+    out.print(f"{n} sends recorded")
 
 
 def _print_job(job: dict) -> None:

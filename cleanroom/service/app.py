@@ -19,17 +19,25 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import blake3
+import polars as pl
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from cleanroom.broker.job import BrokerState
+from cleanroom.broker.campaign import (
+    create_campaign,
+    parse_campaign,
+    record_sends,
+    register_optouts,
+)
+from cleanroom.broker.job import BrokerState, JobRecord
 from cleanroom.broker.releases import MANIFEST_FILE as RELEASE_MANIFEST
 from cleanroom.broker.releases import RELEASE_FILE
 from cleanroom.broker.releases import SIGNATURE_FILE as RELEASE_SIGNATURE
@@ -63,6 +71,7 @@ ENVELOPE_LIMIT = 1 << 20
 JSON_LIMIT = 1 << 20
 RELAY_MESSAGE_LIMIT = 64 << 10
 UPLOAD_PATH = "/v1/bundles"
+SENDS_LIMIT = 10_000  # sends per request (the client batches)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _FP = r"[0-9a-f]{32}"
 _RELAY_NAME = re.compile(rf"^(?:(accept|fingerprint)\.({_FP})|share\.({_FP})\.({_FP}))\.json$")
@@ -155,6 +164,36 @@ class ReleaseOut(BaseModel):
     job_id: str
     rows: int
     files: list[str]
+
+
+class CampaignOut(BaseModel):
+    id: str
+    job_id: str
+    campaign_id: str
+    name: str
+    definition: dict[str, Any]
+    created_at: float
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: float | None = Field(None, description="Run time (Unix seconds); default now")
+
+
+class OptOutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="An uploaded opt-out bundle of mine")
+
+
+class SendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    handle: str = Field(pattern=r"^[0-9a-f]{32}$", description="A handle of mine (hex) from a campaign release")
+    sent_at: datetime
+
+
+class SendsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sends: list[SendIn] = Field(max_length=SENDS_LIMIT)
 
 
 class Envelope(BaseModel):
@@ -580,9 +619,9 @@ def create_app(settings: Settings) -> FastAPI:
         """Checks on the claimed manifest before any byte of the tokens is stored."""
         if manifest.producer.fingerprint != member.fingerprint:
             raise Problem(403, "forbidden", "Forbidden", "you can upload only bundles you signed")
-        wanted = "reference" if member.role == "custodian" else "partner"
-        if manifest.kind != wanted:
-            raise Problem(403, "forbidden", "Forbidden", f"a {member.role} uploads only {wanted} bundles")
+        wanted = ("reference",) if member.role == "custodian" else ("partner", "optout")
+        if manifest.kind not in wanted:
+            raise Problem(403, "forbidden", "Forbidden", f"a {member.role} uploads only {' or '.join(wanted)} bundles")
         row = store.one("SELECT document FROM consortia WHERE consortium_id = ? AND epoch = ?",
                         manifest.consortium_id, manifest.epoch)
         if row is None:
@@ -707,7 +746,7 @@ def create_app(settings: Settings) -> FastAPI:
     def report(job_id: str, member: Caller) -> Response:
         """The protected aggregate report of a finished match job."""
         row = _visible_job(member, job_id)
-        if row["kind"] != "match":
+        if row["kind"] not in ("match", "campaign"):
             raise not_found("report")
         if row["state"] != "done":
             raise Problem(409, "not-ready", "Not ready", f"the job is {row['state']}")
@@ -751,6 +790,106 @@ def create_app(settings: Settings) -> FastAPI:
         if row is None or file not in (RELEASE_FILE, RELEASE_MANIFEST, RELEASE_SIGNATURE):
             raise not_found("release")
         return FileResponse(store.root / row["folder"] / file, media_type="application/octet-stream")
+
+    # --- campaigns -------------------------------------------------------------------
+    def _finished_match(member: Member, job_id: str):
+        row = _visible_job(member, job_id)
+        if row["kind"] != "match" or row["state"] != "done":
+            raise Problem(409, "not-ready", "Not ready", "campaigns work on a finished match job")
+        return row
+
+    def _campaign_out(row) -> CampaignOut:
+        return CampaignOut(id=row["id"], job_id=row["job_id"], campaign_id=row["campaign_id"], name=row["name"],
+                           definition=json.loads(row["definition"]), created_at=row["created_at"])
+
+    def _recipient_name(job_id: str, member: Member) -> str:
+        record = JobRecord.model_validate_json((store.job_dir(job_id) / "job.json").read_text())
+        for name, card in record.recipients.items():
+            if card.fingerprint == member.fingerprint:
+                return name
+        raise not_found("job")
+
+    @app.post("/v1/jobs/{job_id}/campaigns", tags=["campaigns"], status_code=201)
+    def define_campaign(job_id: str, body: dict[str, Any], member: Caller) -> CampaignOut:
+        """Define a campaign on a finished match job (coordinator); `job_id` is filled in by the service."""
+        _require(member, "coordinator", action="define campaigns")
+        parent = _finished_match(member, job_id)
+        campaign = parse_campaign({**body, "job_id": parent["engine_job_id"]})
+        cid = "cmp-" + secrets.token_hex(12)
+        create_campaign(campaign, store.job_dir(job_id), store.campaign_dir(cid), state=state)
+        with store.write() as con:
+            con.execute("INSERT INTO campaigns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (cid, job_id, campaign.campaign_id, campaign.name, campaign.model_dump_json(),
+                         member.fingerprint, time.time()))
+        return _campaign_out(store.one("SELECT * FROM campaigns WHERE id = ?", cid))
+
+    @app.get("/v1/campaigns", tags=["campaigns"])
+    def list_campaigns(member: Caller) -> list[CampaignOut]:
+        """Every campaign (coordinator, admin)."""
+        _require(member, "coordinator", "admin", action="list campaigns")
+        return [_campaign_out(r) for r in store.all("SELECT * FROM campaigns ORDER BY created_at")]
+
+    @app.get("/v1/campaigns/{campaign}", tags=["campaigns"])
+    def get_campaign(campaign: str, member: Caller) -> CampaignOut:
+        """One campaign's definition (coordinator, admin)."""
+        _require(member, "coordinator", "admin", action="read campaigns")
+        row = store.one("SELECT * FROM campaigns WHERE id = ?", campaign)
+        if row is None:
+            raise not_found("campaign")
+        return _campaign_out(row)
+
+    @app.post("/v1/campaigns/{campaign}/runs", tags=["campaigns"], status_code=202)
+    def run_campaign_now(campaign: str, body: RunIn, member: Caller) -> JobOut:
+        """Queue a run: assignments released to each participating partner as a job's releases (coordinator)."""
+        _require(member, "coordinator", action="run campaigns")
+        row = store.one("SELECT * FROM campaigns WHERE id = ?", campaign)
+        if row is None:
+            raise not_found("campaign")
+        parent = _finished_match(member, row["job_id"])
+        run_id = "run-" + secrets.token_hex(12)
+        now = time.time()
+        params = {"campaign": campaign, "at": body.at if body.at is not None else now}
+        with store.write() as con:
+            con.execute("INSERT INTO jobs (id, kind, parent, consortium_id, epoch, params, state, created_by, "
+                        "created_at, updated_at) VALUES (?, 'campaign', ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                        (run_id, row["job_id"], parent["consortium_id"], parent["epoch"], json.dumps(params),
+                         member.fingerprint, now, now))
+            con.execute("INSERT INTO job_bundles SELECT ?, digest, owner, role FROM job_bundles WHERE job_id = ?",
+                        (run_id, row["job_id"]))
+        worker.wake()
+        return _job_out(store.one("SELECT * FROM jobs WHERE id = ?", run_id))
+
+    @app.post("/v1/jobs/{job_id}/optouts", tags=["campaigns"])
+    def register_optout_bundle(job_id: str, body: OptOutIn, member: Caller) -> dict[str, str]:
+        """Record an uploaded opt-out bundle of mine against a finished job's persons (partner).
+
+        The answer never says how many persons it named.
+        """
+        _require(member, "partner", action="register opt-outs")
+        parent = _finished_match(member, job_id)
+        bundle = store.one("SELECT * FROM bundles WHERE digest = ? AND owner = ?", body.digest, member.fingerprint)
+        if bundle is None:
+            raise not_found("bundle")
+        params = json.loads(parent["params"])
+        register_optouts(store.job_dir(job_id), store.bundle_dir(body.digest),
+                         received_by=_recipient_name(job_id, member),
+                         references=[store.bundle_dir(d) for d in params["references"]],
+                         partners=[store.bundle_dir(d) for d in params["partners"]], state=state)
+        return {"status": "recorded"}
+
+    @app.post("/v1/jobs/{job_id}/sends", tags=["campaigns"])
+    def report_sends(job_id: str, body: SendsIn, member: Caller) -> dict[str, int]:
+        """Report my sends (handles of mine and when); they count toward the coalition's caps (partner)."""
+        _require(member, "partner", action="report sends")
+        _finished_match(member, job_id)
+        frame = pl.DataFrame(
+            {"handle": [s.handle for s in body.sends],
+             "sent_at": [(s.sent_at if s.sent_at.tzinfo else s.sent_at.replace(tzinfo=UTC)).astimezone(UTC)
+                         for s in body.sends]},
+            schema={"handle": pl.String, "sent_at": pl.Datetime("us", "UTC")},
+        )
+        n = record_sends(store.job_dir(job_id), _recipient_name(job_id, member), frame, state=state)
+        return {"recorded": n}
 
     # --- audit -----------------------------------------------------------------------
     @app.get("/v1/audit", tags=["audit"])

@@ -21,6 +21,7 @@ from typing import Any, Self
 
 import blake3
 import httpx
+import polars as pl
 
 from cleanroom.broker.releases import verify_release
 from cleanroom.broker.reports import Report
@@ -234,6 +235,44 @@ class ServiceClient:
                 verify_release(staging, broker)
             folders.append(target)
         return folders
+
+    # --- campaigns ----------------------------------------------------------------------
+    def define_campaign(self, job_id: str, definition: dict[str, Any]) -> dict[str, Any]:
+        """Define a campaign on a finished match job (coordinator); the service fills in `job_id`."""
+        body = {k: v for k, v in definition.items() if k != "job_id"}
+        return self.json("POST", f"/v1/jobs/{_segment(job_id)}/campaigns", json_body=body)
+
+    def campaigns(self) -> list[dict[str, Any]]:
+        return self.json("GET", "/v1/campaigns")
+
+    def run_campaign(self, campaign: str, at: float | None = None) -> dict[str, Any]:
+        """Queue a campaign run (a job whose releases are the partners' assignments)."""
+        return self.json("POST", f"/v1/campaigns/{_segment(campaign)}/runs", json_body={"at": at})
+
+    def push_optouts(self, job_id: str, bundle: Path) -> dict[str, Any]:
+        """Upload an opt-out bundle (`cleanroom hash --opt-out`) and record it against a job's persons."""
+        digest = self.push(bundle)["digest"]
+        return self.json("POST", f"/v1/jobs/{_segment(job_id)}/optouts", json_body={"digest": digest})
+
+    def report_sends(self, job_id: str, sends: pl.DataFrame, batch: int = 10_000) -> int:
+        """Report sends (`handle` as bytes or hex, `sent_at` datetime or ISO 8601) in batches; returns the count."""
+        if not {"handle", "sent_at"} <= set(sends.columns):
+            raise InputError("sends have columns handle and sent_at")
+        handle = pl.col("handle")
+        if sends.schema["handle"] == pl.Binary:
+            handle = handle.bin.encode("hex")
+        sent = pl.col("sent_at")
+        if sends.schema["sent_at"] != pl.String:  # naive datetimes are UTC
+            if getattr(sends.schema["sent_at"], "time_zone", None):
+                sent = sent.dt.convert_time_zone("UTC")
+            sent = sent.dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ")
+        rows = sends.select(handle.alias("handle"), sent.alias("sent_at")).to_dicts()
+        recorded = 0
+        for start in range(0, len(rows), batch):
+            answer = self.json("POST", f"/v1/jobs/{_segment(job_id)}/sends",
+                               json_body={"sends": rows[start:start + batch]})
+            recorded += answer["recorded"]
+        return recorded
 
     def audit(self, after: int = -1, limit: int = 100) -> list[dict[str, Any]]:
         return self.json("GET", "/v1/audit", params={"after": after, "limit": limit})

@@ -2,10 +2,11 @@
 
 Layout of the data folder::
 
-    service.sqlite          members, consortia, relay messages, bundles, jobs, releases, nonces
+    service.sqlite          members, consortia, relay messages, bundles, jobs, campaigns, releases, nonces
     broker/                 the engine's BrokerState: audit.jsonl (hash chain) and ledger.sqlite
     bundles/<digest>/       verified bundles by tokens digest (tokens.parquet, manifest.json, manifest.sig)
-    jobs/<job id>/          match and segment job folders written by the engine (atomically)
+    jobs/<job id>/          match, segment and campaign-run folders written by the engine (atomically)
+    campaigns/<id>/         campaign definitions (campaign.json); the contact ledger is broker/contacts.sqlite
     tmp/                    uploads in progress; emptied at every start
 
 SQLite runs in WAL mode with `synchronous=FULL` and a busy timeout; every
@@ -96,6 +97,15 @@ CREATE TABLE IF NOT EXISTS job_bundles (
     role TEXT NOT NULL,
     PRIMARY KEY (job_id, digest)
 );
+CREATE TABLE IF NOT EXISTS campaigns (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    campaign_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS releases (
     job_id TEXT NOT NULL,
     release_id TEXT NOT NULL,
@@ -112,7 +122,7 @@ class Store:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        for sub in ("bundles", "jobs", "tmp", "broker"):
+        for sub in ("bundles", "jobs", "tmp", "broker", "campaigns"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connection().executescript(SCHEMA)
@@ -127,6 +137,9 @@ class Store:
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
+
+    def campaign_dir(self, campaign: str) -> Path:
+        return self.root / "campaigns" / campaign
 
     @property
     def tmp_dir(self) -> Path:

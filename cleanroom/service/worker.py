@@ -1,4 +1,4 @@
-"""The background worker: runs match and segment jobs outside the request.
+"""The background worker: runs match, segment and campaign-run jobs outside the request.
 
 Job state lives in SQLite (`queued` -> `running` -> `done` | `failed`). A
 job found `running` at start-up was interrupted by a crash or a kill: it is
@@ -15,8 +15,10 @@ import logging
 import os
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+from cleanroom.broker.campaign import CAMPAIGN_FILE, load_campaign, run_campaign
 from cleanroom.broker.job import BrokerState, JobRecord, match_job, segment_job
 from cleanroom.broker.releases import MANIFEST_FILE, ReleaseManifest
 from cleanroom.errors import CleanroomError
@@ -97,6 +99,8 @@ class Worker:
                 time.sleep(self.delay)
             if job["kind"] == "match":
                 engine_id, folder = self._match(job)
+            elif job["kind"] == "campaign":
+                engine_id, folder = self._campaign(job)
             else:
                 engine_id, folder = self._segment(job)
             releases = _scan_releases(folder)
@@ -149,6 +153,19 @@ class Worker:
             segment_job(parent, json.loads(job["params"])["where"], out, state=self.state)
         record = JobRecord.model_validate_json((parent / "job.json").read_text())
         return record.job_id, out
+
+
+    def _campaign(self, job) -> tuple[str, Path]:
+        """One campaign run: assignments released to the participating partners (under releases/)."""
+        out = self.store.job_dir(job["id"])
+        parent = self.store.job_dir(job["parent"])
+        params = json.loads(job["params"])
+        if not (out / "checkpoint.json").is_file():
+            campaign = load_campaign(self.store.campaign_dir(params["campaign"]) / CAMPAIGN_FILE)
+            run_campaign(campaign, parent, out, state=self.state,
+                         at=datetime.fromtimestamp(params["at"], UTC))
+        record = JobRecord.model_validate_json((parent / "job.json").read_text())
+        return record.job_id, out / "releases"
 
 
 def _complete(folder: Path) -> bool:
