@@ -333,3 +333,23 @@ def test_cli_campaign_create_optout_run_sends_report_resolve(world, tmp_path, mo
     again = pl.read_parquet(tmp_path / "r2" / "internal" / "assignments.parquet")
     first = pl.read_parquet(tmp_path / "r1" / "internal" / "assignments.parquet")
     assert again.join(first, on="person").is_empty()
+
+
+def test_cli_hash_opt_out_marks_the_bundle(contacts, tmp_path, key_file, identity_dir, passphrase_env, capsys):
+    from cleanroom.bundle import verify_bundle
+    from cleanroom.cli import main
+
+    source = tmp_path / "unsubscribed.csv"
+    contacts.write_csv(source)
+    maps = [a for m in ["Email=email", "Mobile=phone", "First=first_name", "Last=last_name", "DOB=dob", "ZIP=zip"]
+            for a in ("--map", m)]
+    base = ["hash", source, "--key", key_file, "--identity", identity_dir, "--out", tmp_path / "optout",
+            "--vault", tmp_path / "vault", *maps]
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in [*base, "--opt-out"]])
+    assert (done.value.code or 0) == 0
+    assert verify_bundle(tmp_path / "optout").kind == "optout"
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in [*base[:6], "--out", tmp_path / "x", "--vault", tmp_path / "xv", *maps, "--opt-out",
+                               "--reference"]])
+    assert done.value.code == 2 and "either a reference or an opt-out" in capsys.readouterr().err
