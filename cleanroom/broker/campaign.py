@@ -523,6 +523,9 @@ def run_campaign(
     run_id = blake3.blake3(f"{campaign.campaign_id}:{at.isoformat()}".encode()).hexdigest()[:24]
     report = _campaign_report(state, record, campaign, run_id, targeted, assignments, persons)
     recipients = {p: record.recipients[p] for p in campaign.partners}
+    # reserve first: a run that fails after this over-counts contacts (never under-counts); a retry
+    # of the same run (same time) replaces its reservations
+    ledger.reserve(assignments, campaign.campaign_id, run_id, at)
     with staged_dir(out) as staging:
         releases = write_releases(
             assignments, where=f"{label} run {run_id}", job_id=record.job_id, recipients=recipients,
@@ -535,7 +538,6 @@ def run_campaign(
                           job_id=record.job_id, at=at, releases={n: m.release_id for n, m in releases.items()})
         (staging / RUN_FILE).write_text(run.model_dump_json(indent=2) + "\n")
         (staging / CAMPAIGN_FILE).write_text(campaign.model_dump_json(indent=2) + "\n")
-        ledger.reserve(assignments, campaign.campaign_id, run_id, at)
         for manifest in releases.values():
             state.audit.append("release", {
                 "job_id": record.job_id, "campaign_id": campaign.campaign_id, "run_id": run_id,

@@ -93,8 +93,12 @@ class ContactLedger:
 
     # contacts
     def reserve(self, assigned: pl.DataFrame, campaign_id: str, run_id: str, at: datetime) -> None:
-        """Hold a contact for each assignment (person_key, partner) until its send is reported."""
+        """Hold a contact for each assignment (person_key, partner) until its send is reported.
+
+        Idempotent per run: a retried run replaces its own unreported reservations.
+        """
         with self._db() as db:
+            db.execute("DELETE FROM contacts WHERE run_id = ? AND state = 'reserved'", (run_id,))
             db.executemany(
                 "INSERT INTO contacts VALUES (?, ?, ?, ?, ?, 'reserved')",
                 ((k, p, campaign_id, run_id, _ts(at)) for k, p in assigned.select("person_key", "partner").iter_rows()),
