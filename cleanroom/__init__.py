@@ -1,6 +1,7 @@
 """cleanroom: privacy-preserving list matching through hashed clean-room joins."""
 
 from cleanroom.audit import AuditLog, Checkpoint, load_checkpoint, save_checkpoint, verify_log
+from cleanroom.broker.campaign import Campaign, create_campaign, record_sends, register_optouts, run_campaign
 from cleanroom.broker.engine import MatchOutcome, run_match
 from cleanroom.broker.job import BrokerState, match_job, segment_job
 from cleanroom.broker.load import load_inputs
@@ -37,6 +38,7 @@ __all__ = [
     "AuditLog",
     "BrokerState",
     "BudgetLedger",
+    "Campaign",
     "Checkpoint",
     "CleanroomError",
     "Consortium",
@@ -59,6 +61,7 @@ __all__ = [
     "VerificationError",
     "accept_consortium",
     "contribute",
+    "create_campaign",
     "create_identity",
     "finish",
     "hash_file",
@@ -75,9 +78,12 @@ __all__ = [
     "match_job",
     "new_key",
     "protect_table",
+    "record_sends",
+    "register_optouts",
     "require_same_epoch",
     "resolve_release",
     "rotate_consortium",
+    "run_campaign",
     "run_match",
     "save_checkpoint",
     "segment_job",
