@@ -167,7 +167,7 @@ def resolve(
 
 
 def print_report(report: Report, limit: int | None) -> None:
-    """Protected tables as terminal tables; suppressed cells shown as <k."""
+    """Protected tables as terminal tables (suppressed cells, below k or hiding one, say so)."""
     k = report.policy.get("k")
     dp = report.policy.get("dp")
     out.print(
@@ -177,7 +177,7 @@ def print_report(report: Report, limit: int | None) -> None:
     for table in report.tables:
         grid = Table(*table.dims, "count", title=table.title)
         for cell in table.cells[:limit]:
-            value = f"<{k}" if cell["suppressed"] else f"{cell['count']:,}"
+            value = "suppressed" if cell["suppressed"] else f"{cell['count']:,}"
             grid.add_row(*[str(cell[d]) for d in table.dims], value)
         if limit is not None and len(table.cells) > limit:
             grid.add_row(*["..."] * len(table.dims), f"{len(table.cells) - limit} more rows in the report files")
