@@ -8,10 +8,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
-def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
-    """Write `data` to `path` via a temp file in the same folder.
+@contextlib.contextmanager
+def atomic_file(path: Path, *, private: bool = False) -> Iterator[BinaryIO]:
+    """A binary file that appears at `path` only once the block completes (temp file, fsync, rename).
 
     The file is owner-only (0600) when `private`, else it gets the usual mode
     (0666 less the umask) rather than the temp file's owner-only mode.
@@ -22,7 +24,7 @@ def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
     try:
         os.fchmod(fd, 0o600 if private else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -30,6 +32,12 @@ def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Write `data` to `path` atomically (see `atomic_file`)."""
+    with atomic_file(path, private=private) as f:
+        f.write(data)
 
 
 def _umask() -> int:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import polars as pl
 
 from cleanroom.broker.releases import RELEASE_FILE, verify_release
 from cleanroom.errors import InputError
-from cleanroom.fsutil import write_atomic
+from cleanroom.fsutil import atomic_file
 from cleanroom.hashing import VAULT_FILE
 from cleanroom.inputs import ROW, read_input
 from cleanroom.keys.identity import IdentityCard
@@ -46,8 +45,7 @@ def write_rows(frame: pl.DataFrame, out: Path) -> None:
     """Write resolved rows (the partner's own data) owner-only, as Parquet or spreadsheet-safe CSV."""
     out = Path(out)
     if out.suffix.lower() == ".parquet":
-        buffer = io.BytesIO()
-        frame.write_parquet(buffer)
-        write_atomic(out, buffer.getvalue(), private=True)
+        with atomic_file(out, private=True) as f:
+            frame.write_parquet(f)
     else:
         write_safe_csv(frame, out, private=True)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import polars as pl
 
 from cleanroom.errors import InputError
+from cleanroom.fsutil import atomic_file
 
 
 def write_frame(df: pl.DataFrame, path: Path) -> None:
@@ -18,21 +16,11 @@ def write_frame(df: pl.DataFrame, path: Path) -> None:
     fmt = path.suffix.lower()
     if fmt not in (".csv", ".parquet"):
         raise InputError(f"output file {path.name}: use a .csv or .parquet suffix")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if fmt == ".csv":
-                df.write_csv(f)
-            else:
-                df.write_parquet(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        if fmt == ".csv":
+            df.write_csv(f)
+        else:
+            df.write_parquet(f)
 
 
 def read_frame(path: Path) -> pl.DataFrame:
