@@ -1,0 +1,77 @@
+"""Speed and memory of scored matching (`run_match(mode="score")`) at scale.
+
+    python benchmarks/scoring_speed.py --voters 1000000 --size 1000000 [--spec examples/scored_spec.toml]
+
+Generates a voter file and one partner list (hard profile, full field
+coverage), hashes both with the scored spec through the real hash path
+(timed separately), then times verification + scoring + one-to-one linking in
+a fresh process and reports its peak RSS. Record the figures in
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cleanroom import create_identity, hash_file, load_identity, load_spec, new_key
+from cleanroom.broker.engine import run_match
+from cleanroom.broker.load import load_inputs
+from cleanroom.synth import generate_partners, generate_voters, write_frame
+
+SPEC = Path(__file__).parent.parent / "examples" / "scored_spec.toml"
+
+
+def build(work: Path, voters: int, size: int, spec: Path) -> None:
+    key, scored = new_key("speed"), load_spec(spec)
+    people = generate_voters(voters, seed=1)
+    lists, _ = generate_partners(people, 1, sizes=size, seed=1, profile="hard",
+                                 noise={"address_shares": (1.0,), "dob_shares": (1.0,)})
+    write_frame(people, work / "voters.parquet")
+    write_frame(next(iter(lists.values())), work / "partner.parquet")
+    for name, source, reference in (("voters", "voters.parquet", True), ("partner", "partner.parquet", False)):
+        create_identity(name, work / "id" / name, b"pw")
+        start = time.perf_counter()
+        hash_file(work / source, work / "b" / name, work / "v" / name, key=key, spec=scored,
+                  identity=load_identity(work / "id" / name, b"pw"), reference=reference)
+        print(f"hash {name:8s} {time.perf_counter() - start:7.1f} s")
+
+
+def score(work: Path) -> float:
+    start = time.perf_counter()
+    outcome = run_match(load_inputs([work / "b" / "voters"], [work / "b" / "partner"]), mode="score")
+    elapsed = time.perf_counter() - start
+    print(f"links {outcome.match_table().height:,}", file=sys.stderr)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--voters", type=int, default=1_000_000)
+    parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--spec", type=Path, default=SPEC)
+    parser.add_argument("--score-only", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.score_only:
+        print(score(args.score_only))
+        return
+    with tempfile.TemporaryDirectory(prefix="cleanroom-scoring-") as tmp:
+        work = Path(tmp)
+        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                        f"from scoring_speed import build; from pathlib import Path; "
+                        f"build(Path({str(work)!r}), {args.voters}, {args.size}, Path({str(args.spec)!r}))"], check=True)
+        child = subprocess.Popen([sys.executable, __file__, "--score-only", str(work)], stdout=subprocess.PIPE, text=True)
+        seconds = float(child.stdout.read())
+        _, status, usage = os.wait4(child.pid, 0)
+        if status:
+            raise SystemExit("scoring failed")
+        print(f"verify + score + link  {seconds:7.1f} s  peak RSS {usage.ru_maxrss / 1024:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
