@@ -95,5 +95,7 @@ def test_variants_meet_the_noisy_copy():
         assert set(a["k"].to_list()[0]) & set(b["k"].to_list()[0])
 
 
-def test_default_spec_has_no_variants():
-    assert all(not k.variants for k in load_spec().all_keys)
+def test_default_spec_uses_swap_variants_only():
+    """The default keeps precision: swapped names and day/month, no deletion neighbourhoods."""
+    variants = {v for k in load_spec().all_keys for v in k.variants}
+    assert variants == {"swap_names", "dob_dm_swap"}
