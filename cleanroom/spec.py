@@ -28,7 +28,7 @@ Name = Annotated[str, Field(pattern=_NAME)]
 # Common column headers and the field type they mean (after lowercasing and
 # turning non-alphanumerics into "_"; a trailing number such as email_2 is ignored).
 _COLUMN_ALIASES = {
-    "e_mail": "email", "email_address": "email", "mail": "email",
+    "e_mail": "email", "email_address": "email", "e_mail_address": "email", "mail": "email",
     "phone_number": "phone", "mobile": "phone", "cell": "phone", "telephone": "phone",
     "first": "first_name", "firstname": "first_name", "given_name": "first_name",
     "middle": "middle_name", "middlename": "middle_name",

@@ -1,0 +1,50 @@
+"""Match spec: the shipped default, validation errors that name the field, column mapping."""
+
+from pathlib import Path
+
+import pytest
+
+from cleanroom.errors import SpecError
+from cleanroom.spec import MatchSpec, load_spec, parse_mapping
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "default_spec.toml"
+
+
+def test_example_default_spec_is_the_packaged_one():
+    assert load_spec(EXAMPLE) == load_spec()
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[[keys]]\nname = "k"\nfields = ["shoe_size"]\n', "unknown field"),
+        ('[[keys]]\nname = "k"\nfields = ["email"]\n[[keys]]\nname = "k"\nfields = ["phone"]\n', "unique"),
+        ('[[keys]]\nname = "k"\nfields = ["email"]\nvariants = ["teleport"]\n', "unknown variant"),
+        ('[columns]\n"E-mail" = "favourite_colour"\n[[keys]]\nname = "k"\nfields = ["email"]\n', "columns"),
+        ('default_region = "usa"\n[[keys]]\nname = "k"\nfields = ["email"]\n', "default_region"),
+        ('[[key_sets]]\nname = "c"\nfields = ["first", "last"]\nchoose = 3\n', "choose"),
+    ],
+)
+def test_invalid_specs_name_the_problem(tmp_path, text, named):
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=named):
+        load_spec(path)
+
+
+def test_digest_ignores_column_layout_but_not_keys():
+    spec = load_spec()
+    assert spec.with_columns({"E-mail": "email"}).digest() == spec.digest()
+    fewer = MatchSpec(keys=spec.keys[:2])
+    assert fewer.digest() != spec.digest()
+
+
+def test_columns_are_recognised_by_name():
+    mapping = load_spec().resolve_columns(["E-mail Address", "Email 2", "First", "Surname", "ZIP Code", "Notes"])
+    assert mapping == {"E-mail Address": "email", "Email 2": "email", "First": "first_name",
+                       "Surname": "last_name", "ZIP Code": "zip"}
+    with pytest.raises(SpecError):
+        load_spec().resolve_columns(["Notes", "Shoe"])
+    assert parse_mapping(["E-mail=email"]) == {"E-mail": "email"}
+    with pytest.raises(SpecError):
+        parse_mapping(["nonsense"])
