@@ -264,7 +264,14 @@ def hash_file(
         vault_writer: pq.ParquetWriter | None = None
         try:
             for index, batch in enumerate(_batches(lf, Path(input_path).name)):
-                tokens, vault, batch_summary = plan.run(batch)
+                try:
+                    tokens, vault, batch_summary = plan.run(batch)
+                except pl.exceptions.PolarsError:
+                    first = summary.rows + 1
+                    raise InputError(
+                        f"{Path(input_path).name}: rows {first} to {first + batch.height - 1} could not be "
+                        "normalized (an unexpected value type?)"
+                    ) from None
                 if names:
                     tokens = apply_mapping(tokens, mapping, names)
                 summary.add(batch_summary)

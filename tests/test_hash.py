@@ -292,3 +292,15 @@ def test_verify_refuses_bad_parquet_magic(contacts, tmp_path, key_file, identity
     sign_manifest(tmp_path / "b", manifest.model_copy(update={"tokens_digest": file_digest(tokens)}), identity)
     with pytest.raises(VerificationError, match="magic"):
         verify_bundle(tmp_path / "b")
+
+
+def test_unexpected_errors_do_not_print_their_text(monkeypatch, capsys, tmp_path):
+    import cleanroom.cli.partner as partner
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("jane.doe@example.org leaked by a library message")
+
+    monkeypatch.setattr(partner, "verify_bundle", boom)
+    monkeypatch.delenv("CLEANROOM_DEBUG", raising=False)
+    code, _, err = run(["verify", tmp_path], capsys)
+    assert code == 1 and "RuntimeError" in err and "jane.doe" not in err

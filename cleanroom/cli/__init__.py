@@ -5,11 +5,14 @@ Every user mistake surfaces as one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
 from cleanroom.errors import CleanroomError
+
+DEBUG_ENV = "CLEANROOM_DEBUG"
 
 app = typer.Typer(
     name="cleanroom",
@@ -43,3 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     except CleanroomError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        # An unexpected error's text may quote data (library messages often do):
+        # show only its type unless the operator asks for the full traceback.
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"error: internal error ({type(exc).__name__}); set {DEBUG_ENV}=1 to see the traceback",
+            file=sys.stderr,
+        )
+        sys.exit(1)
