@@ -153,7 +153,7 @@ class HashPlan:
         return exprs
 
     def run(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
-        """Tokens (with fresh handles, input order) , vault and counts of one batch."""
+        """Tokens (with fresh handles, input order), vault and counts of one batch."""
         handles = random_handles(batch.height)
         work = batch.rechunk().with_columns(handles, **self.derived).with_columns(**self.raw_tokens)
         tokens = work.select(
