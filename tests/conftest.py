@@ -55,3 +55,15 @@ def contacts() -> pl.DataFrame:
             "Member No": ["M1", "M2", "M3", "M4", "M5"],
         }
     )
+
+
+def make_identities(folder: Path, names: list[str], passphrase: bytes) -> dict:
+    """Identities `folder/<name>` with cheap passphrase hashing (its cost is recorded in
+    each file, so loading is unaffected); name -> loaded Identity."""
+    from cleanroom.keys import identity as ident
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ident, "SCRYPT_LOG_N", 10)
+        for name in names:
+            create_identity(name, folder / name, passphrase)
+    return {name: load_identity(folder / name, passphrase) for name in names}

@@ -7,14 +7,13 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pytest
+from conftest import make_identities
 
 from cleanroom import hash_file, load_spec, new_key
 from cleanroom.broker.campaign import mark_opt_out
 from cleanroom.broker.releases import RELEASE_FILE
 from cleanroom.cli import main
-from cleanroom.keys import identity as ident
 from cleanroom.keys.consortium import Policy, init_consortium
-from cleanroom.keys.identity import create_identity, load_identity
 from cleanroom.service.client import ServiceClient, ServiceError
 from cleanroom.service.testing import ServerProcess
 from cleanroom.synth import generate_partners, generate_voters, write_frame
@@ -28,15 +27,7 @@ CID, EPOCH = "recall", 1
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("campaign-service")
-    saved = ident.SCRYPT_LOG_N
-    ident.SCRYPT_LOG_N = 10
-    try:
-        ids = {}
-        for org in ["Voter File", *PARTNERS, "Coordinator", "Admin", "Broker"]:
-            create_identity(org, root / "id" / org, PW.encode())
-            ids[org] = load_identity(root / "id" / org, PW.encode())
-    finally:
-        ident.SCRYPT_LOG_N = saved
+    ids = make_identities(root / "id", ["Voter File", *PARTNERS, "Coordinator", "Admin", "Broker"], PW.encode())
     server = ServerProcess(root / "data", root / "id" / "Broker", admin_card=root / "id" / "Admin" / "card.json",
                            env={"CLEANROOM_PASSPHRASE": PW}).start()
     clients = {name: ServiceClient(server.url, ids[name], broker=ids["Broker"].card) for name in ids if name != "Broker"}

@@ -9,12 +9,11 @@ import time
 
 import httpx
 import pytest
+from conftest import make_identities
 
 from cleanroom import hash_file, load_spec, new_key
 from cleanroom.broker.releases import verify_release
-from cleanroom.keys import identity as ident
 from cleanroom.keys.consortium import Policy, init_consortium
-from cleanroom.keys.identity import create_identity, load_identity
 from cleanroom.service import auth
 from cleanroom.service.client import ServiceClient
 from cleanroom.service.testing import ServerProcess
@@ -29,15 +28,7 @@ CID, EPOCH = "faults-2026", 1
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("service-faults")
-    saved = ident.SCRYPT_LOG_N
-    ident.SCRYPT_LOG_N = 10
-    try:
-        for org in ["Voter File", *PARTNERS, "Coordinator", "Admin", "Broker"]:
-            create_identity(org, root / "id" / org, PW.encode())
-    finally:
-        ident.SCRYPT_LOG_N = saved
-    ids = {org: load_identity(root / "id" / org, PW.encode())
-           for org in ["Voter File", *PARTNERS, "Coordinator", "Admin", "Broker"]}
+    ids = make_identities(root / "id", ["Voter File", *PARTNERS, "Coordinator", "Admin", "Broker"], PW.encode())
     key = new_key(CID, epoch=EPOCH)
     voters = generate_voters(3_000, seed=3)
     lists, _ = generate_partners(voters, len(PARTNERS), sizes=400, seed=3, names=PARTNERS)

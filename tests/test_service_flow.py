@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import polars as pl
 import pytest
+from conftest import make_identities
 
 from cleanroom import hash_file, load_spec
 from cleanroom.broker.job import BrokerState, match_job
@@ -45,15 +46,7 @@ CID, EPOCH = "recall-2026", 1
 def world(tmp_path_factory):
     """Identities, a running service, the ceremony through it, and every bundle pushed."""
     root = tmp_path_factory.mktemp("service")
-    saved = ident.SCRYPT_LOG_N
-    ident.SCRYPT_LOG_N = 10  # cheap keys for tests; loading honours what the file records
-    try:
-        ids = {}
-        for org in ["Voter File", *PARTNERS, "Coordinator", "Admin", "Broker"]:
-            create_identity(org, root / "id" / org, PW.encode())
-            ids[org] = load_identity(root / "id" / org, PW.encode())
-    finally:
-        ident.SCRYPT_LOG_N = saved
+    ids = make_identities(root / "id", ["Voter File", *PARTNERS, "Coordinator", "Admin", "Broker"], PW.encode())
     server = ServerProcess(root / "data", root / "id" / "Broker", admin_card=root / "id" / "Admin" / "card.json",
                            args=["--idle-timeout", "2", "--max-upload-mb", "4"],
                            env={"CLEANROOM_PASSPHRASE": PW}).start()
