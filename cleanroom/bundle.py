@@ -53,7 +53,7 @@ class Manifest(BaseModel):
     key_fingerprint: str
     spec_name: str
     spec_digest: str
-    token_scheme: str = TOKEN_SCHEME
+    token_scheme: Literal["blake3-keyed-128/2"] = TOKEN_SCHEME
     normalizer_versions: dict[str, str]
     row_count: int = Field(ge=0)
     keys: list[KeyInfo]

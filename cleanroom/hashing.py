@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from cleanroom import normalize
+from cleanroom import keyed_blake3, normalize
 from cleanroom.attributes import COUNT, apply_mapping, protect_attributes, protection_mapping
 from cleanroom.bundle import TOKENS_FILE, KeyInfo, Manifest, file_digest, sign_manifest
 from cleanroom.errors import InputError, SpecError
@@ -167,31 +167,37 @@ class HashPlan:
         return tokens, vault, self._summary(work, tokens)
 
     def _summary(self, work: pl.DataFrame, tokens: pl.DataFrame) -> HashSummary:
-        exprs: list[pl.Expr] = [pl.len().alias("rows")]
         has_token = pl.any_horizontal([pl.col(k).is_not_null() for k in self.tokens])
-        exprs.append(has_token.sum().alias("with_token"))
-        exprs += [pl.col(k).is_not_null().sum().alias(f"key:{k}") for k in self.tokens]
-        counted = tokens.select(exprs).row(0, named=True)
+        counted = tokens.select(
+            pl.len().alias("rows"),
+            has_token.sum().alias("with_token"),
+            *[pl.col(k).is_not_null().sum().alias(f"key:{k}") for k in self.tokens],
+        ).row(0, named=True)
         summary = HashSummary(
             rows=counted["rows"],
             rows_with_token=counted["with_token"],
             tokens_per_key={k: counted[f"key:{k}"] for k in self.tokens},
         )
+        present = {c: pl.col(c).cast(pl.String).str.strip_chars().fill_null("") != "" for c in self.columns}
+        stats = work.select(
+            *[(~present[c]).sum().alias(f"missing:{c}") for c in self.columns],
+            *[(present[c] & pl.col(self.primaries[c]).is_null()).sum().alias(f"invalid:{c}") for c in self.columns],
+        ).row(0, named=True)
         for column, field_type in self.columns.items():
-            primary = self.primaries[column]
-            present = pl.col(column).cast(pl.String).str.strip_chars().fill_null("") != ""
-            stats = work.select(
-                (~present).sum().alias("missing"),
-                (present & pl.col(primary).is_null()).sum().alias("invalid"),
-            ).row(0, named=True)
+            invalid = stats[f"invalid:{column}"]
             reasons: dict[str, int] = {}
-            if field_type == "email" and stats["invalid"]:
+            if field_type == "email" and invalid:
                 reason = normalize.email_invalid_reason(pl.col(column))
-                counts = work.filter(present & pl.col(primary).is_null()).group_by(
+                counts = work.filter(present[column] & pl.col(self.primaries[column]).is_null()).group_by(
                     reason.alias("reason")
                 ).len()
                 reasons = {r: n for r, n in counts.iter_rows() if r is not None}
-            summary.fields.append(FieldStats(column=column, field_type=field_type, reasons=reasons, **stats))
+            summary.fields.append(
+                FieldStats(
+                    column=column, field_type=field_type, reasons=reasons,
+                    missing=stats[f"missing:{column}"], invalid=invalid,
+                )
+            )
         return summary
 
 
@@ -242,6 +248,7 @@ def hash_file(
     (see `cleanroom.attributes`). `progress(done_rows, total_rows)` is called
     after every batch.
     """
+    keyed_blake3.warm_up()  # while the input is scanned and normalized
     lf = read_input(Path(input_path), encoding=encoding, delimiter=delimiter)
     plan = HashPlan.build(
         spec, key, lf.collect_schema().names(), attributes=attributes, id_column=id_column
@@ -260,10 +267,10 @@ def hash_file(
         staged_dir(out) as bundle_tmp,
         staged_dir(vault_dir) as vault_tmp,
     ):
-        buckets = max(1, math.ceil(total / BUCKET_ROWS))
+        shuffle = _Shuffle(Path(scratch), max(1, math.ceil(total / BUCKET_ROWS)))
         vault_writer: pq.ParquetWriter | None = None
         try:
-            for index, batch in enumerate(_batches(lf, Path(input_path).name)):
+            for batch in _batches(lf, Path(input_path).name):
                 try:
                     tokens, vault, batch_summary = plan.run(batch)
                 except pl.exceptions.PolarsError:
@@ -275,9 +282,9 @@ def hash_file(
                 if names:
                     tokens = apply_mapping(tokens, mapping, names)
                 summary.add(batch_summary)
-                _scatter(tokens, Path(scratch), index, buckets)
+                shuffle.add(tokens)
                 table = vault.to_arrow()
-                vault_writer = vault_writer or pq.ParquetWriter(vault_tmp / VAULT_FILE, table.schema)
+                vault_writer = vault_writer or _parquet_writer(vault_tmp / VAULT_FILE, table.schema)
                 vault_writer.write_table(table)
                 if progress:
                     progress(summary.rows, total)
@@ -285,7 +292,7 @@ def hash_file(
             if vault_writer:
                 vault_writer.close()
         _require_tokens(summary)
-        _gather(Path(scratch), buckets, bundle_tmp / TOKENS_FILE)
+        shuffle.write(bundle_tmp / TOKENS_FILE)
         manifest = Manifest(
             kind="reference" if reference else "partner",
             consortium_id=key.consortium_id,
@@ -332,29 +339,54 @@ def _batches(lf: pl.LazyFrame, name: str):
         raise InputError(f"input file {name} could not be parsed (malformed CSV?)") from None
 
 
-def _scatter(tokens: pl.DataFrame, scratch: Path, batch: int, buckets: int) -> None:
-    """Spread a batch's rows over buckets chosen at random, one file per bucket."""
-    bucket = np.random.default_rng(secrets.randbits(64)).integers(0, buckets, tokens.height)
-    parts = tokens.with_columns(pl.Series("__bucket", bucket)).partition_by(
-        "__bucket", as_dict=True, include_key=False
+class _Shuffle:
+    """Rows in random order with bounded memory.
+
+    Each row goes to a bucket chosen at random (kept in memory when there is
+    only one, else spilled to Arrow IPC files in `scratch`); buckets are then
+    written one by one, each sorted by its (random) handles.
+    """
+
+    def __init__(self, scratch: Path, buckets: int) -> None:
+        self.scratch, self.buckets, self.batches = scratch, buckets, 0
+        self.in_memory: list[pl.DataFrame] = []
+
+    def add(self, tokens: pl.DataFrame) -> None:
+        if self.buckets == 1:
+            self.in_memory.append(tokens)
+            return
+        bucket = np.random.default_rng(secrets.randbits(64)).integers(0, self.buckets, tokens.height)
+        parts = tokens.with_columns(pl.Series("__bucket", bucket)).partition_by(
+            "__bucket", as_dict=True, include_key=False
+        )
+        for (b,), part in parts.items():
+            part.write_ipc(self.scratch / f"b{b}-{self.batches}.arrow", compression="uncompressed")
+        self.batches += 1
+
+    def _bucket(self, b: int) -> pl.DataFrame | None:
+        if self.buckets == 1:
+            frames, self.in_memory = self.in_memory, []
+        else:
+            frames = [pl.read_ipc(f) for f in sorted(self.scratch.glob(f"b{b}-*.arrow"))]
+        return pl.concat(frames) if frames else None
+
+    def write(self, target: Path) -> None:
+        writer: pq.ParquetWriter | None = None
+        try:
+            for b in range(self.buckets):
+                bucket = self._bucket(b)
+                if bucket is None:
+                    continue
+                table = bucket.sort(_HANDLE_PREFIX).to_arrow()
+                writer = writer or _parquet_writer(target, table.schema)
+                writer.write_table(table.cast(writer.schema))
+        finally:
+            if writer:
+                writer.close()
+
+
+def _parquet_writer(target: Path, schema) -> pq.ParquetWriter:
+    """Plain Parquet for random bytes: no compression, dictionaries or statistics to gain."""
+    return pq.ParquetWriter(
+        target, schema, compression="none", use_dictionary=False, write_statistics=False, store_schema=False
     )
-    for (b,), part in parts.items():
-        part.write_parquet(scratch / f"b{b}-{batch}.parquet", compression="uncompressed")
-
-
-def _gather(scratch: Path, buckets: int, target: Path) -> None:
-    """Write buckets one by one, each sorted by (random) handle: input order is gone."""
-    writer: pq.ParquetWriter | None = None
-    try:
-        for b in range(buckets):
-            files = sorted(scratch.glob(f"b{b}-*.parquet"))
-            if not files:
-                continue
-            table = pl.read_parquet(files).sort(_HANDLE_PREFIX).to_arrow()
-            writer = writer or pq.ParquetWriter(
-                target, table.schema, compression="none", store_schema=False  # tokens are random
-            )
-            writer.write_table(table.cast(writer.schema))
-    finally:
-        if writer:
-            writer.close()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cleanroom import hash_frame, load_key, load_spec, verify_bundle
 from cleanroom.cli import main
 from cleanroom.errors import VerificationError
-from cleanroom.tokens import token
+from cleanroom.tokens import FORMAT_VERSION, token
 
 MAPPING = ["Email=email", "Email 2=email", "Mobile=phone", "First=first_name", "Last=last_name",
            "DOB=dob", "ZIP=zip"]
@@ -45,11 +45,11 @@ def test_hash_frame_tokens_match_reference(contacts, key_file):
     assert vault.columns == ["handle", "row", "id"]
     row_of = dict(zip(vault["handle"], vault["row"], strict=True))
     by_row = {row_of[h]: r for h, r in zip(tokens["handle"], tokens.iter_rows(named=True), strict=True)}
-    email_key = key.subkey("email", 1)
+    email_key = key.subkey("email", FORMAT_VERSION)
     assert by_row[1]["email"] == [token(["janedoe@gmail.com"], email_key)]  # dots and +tag collapse
     assert by_row[4]["email"] == [token(["carla@example.net"], email_key)]
     assert by_row[3]["email"] is None and by_row[5]["name_dob"] is None
-    assert by_row[1]["phone"] == [token(["+15035550123"], key.subkey("phone", 1))]
+    assert by_row[1]["phone"] == [token(["+15035550123"], key.subkey("phone", FORMAT_VERSION))]
     assert summary.rows == 5 and summary.rows_with_token == 5
     assert dict(zip(vault["row"], vault["id"], strict=True))[2] == "M2"
     email_stats = next(f for f in summary.fields if f.column == "Email")

@@ -13,15 +13,16 @@ import re
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
-import polars_hash  # noqa: F401  (registers .chash)
 from pydantic import BaseModel, Field, ValidationError
 
 from cleanroom.bundle import file_digest
 from cleanroom.errors import SpecError, VerificationError
+from cleanroom.keyed_blake3 import keyed_digests
 from cleanroom.keys.identity import SIGNATURE_PREFIX, Identity, IdentityCard
 
 RELEASE_FILE = "release.parquet"
@@ -83,13 +84,13 @@ def write_releases(
     """
     manifests = {}
     for name, card in recipients.items():
-        token_key = secrets.token_hex(32)
+        person_token = partial(keyed_digests, key=secrets.token_bytes(32), size=16)
         own = (
             segment.filter(pl.col("partner") == name)
             .select(
                 "handle",
-                pl.col("person").cast(pl.String).chash.hmac_sha256(key=token_key)
-                .str.slice(0, 32).str.decode("hex").alias("person_token"),
+                pl.col("person").cast(pl.String).map_batches(person_token, return_dtype=pl.Binary)
+                .alias("person_token"),
                 *labels,
             )
             .sort("handle")
