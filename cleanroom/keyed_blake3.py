@@ -120,14 +120,20 @@ def keyed_digests(messages: pl.Series, key: bytes, size: int) -> pl.Series:
         raise ValueError("keyed BLAKE3 needs a 32-byte key and a digest of 1 to 32 bytes")
     if messages.is_empty():
         return pl.Series(messages.name, [], dtype=pl.Binary)
-    array = messages.cast(pl.Binary).to_arrow().cast(pa.large_binary())
+    array = messages.to_arrow()
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
+    if array.type not in (pa.large_string(), pa.large_binary()):
+        array = array.cast(pa.large_binary())
     n = len(array)
-    _, offsets_buffer, data_buffer = array.buffers()
+    validity_buffer, offsets_buffer, data_buffer = array.buffers()
     offsets = np.frombuffer(offsets_buffer, dtype=np.int64, count=array.offset + n + 1)[array.offset:]
     data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-    valid = array.is_valid().to_numpy(zero_copy_only=False)
+    if array.null_count == 0:
+        valid = np.ones(n, dtype=np.bool_)
+    else:
+        bits = np.unpackbits(np.frombuffer(validity_buffer, dtype=np.uint8), bitorder="little")
+        valid = bits[array.offset : array.offset + n].astype(np.bool_)
     out = np.zeros((n, size), dtype=np.uint8)
     done = np.zeros(n, dtype=np.bool_)
     key_words = np.frombuffer(key, dtype="<u4").astype(np.uint32)
@@ -140,9 +146,10 @@ def keyed_digests(messages: pl.Series, key: bytes, size: int) -> pl.Series:
         ]:
             future.result()
     for row in np.flatnonzero(valid & ~done):  # longer than one chunk
-        out[row] = np.frombuffer(blake3.blake3(array[int(row)].as_py(), key=key).digest(size), dtype=np.uint8)
+        message = data[offsets[row] : offsets[row + 1]].tobytes()
+        out[row] = np.frombuffer(blake3.blake3(message, key=key).digest(size), dtype=np.uint8)
     fixed = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(size), n, [pa.array(valid).buffers()[1], pa.py_buffer(out)]
+        pa.binary(size), n, [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(out)]
     )
     return pl.Series(messages.name, fixed)
 

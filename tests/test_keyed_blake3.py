@@ -38,6 +38,13 @@ def test_strings_sliced_and_chunked_columns():
     for i in (0, 1, 64_999, 65_000, 149_999):
         assert got[i] == blake3.blake3(values[5 + i].encode(), key=KEY).digest(16)
     assert keyed_digests(pl.Series([], dtype=pl.String), KEY, 16).to_list() == []
+    assert keyed_digests(pl.Series([None, None], dtype=pl.String), KEY, 16).to_list() == [None, None]
+
+
+def test_nulls_in_a_sliced_column_keep_their_rows():
+    values = [None if i % 7 == 3 else f"v{i}" for i in range(100)]
+    got = keyed_digests(pl.Series(values).slice(11, 60), KEY, 16).to_list()
+    assert got == [None if v is None else blake3.blake3(v.encode(), key=KEY).digest(16) for v in values[11:71]]
 
 
 def test_rejects_bad_key_or_size():

@@ -2,7 +2,7 @@
 
 A release folder holds `release.parquet` (handle, person token), `release.json`
 (what it is) and `release.sig` (the broker's signature over release.json).
-The person token is an HMAC of the broker's person id under a key drawn for
+The person token is keyed BLAKE3 of the broker's person id under a key drawn for
 this one release and then discarded: it shows duplicates inside the partner's
 own list and links to nothing else.
 """
