@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanroom import hash_frame, load_spec, new_key
-from cleanroom.broker.scoring import fit_em, link_one_to_one, threshold_for
+from cleanroom.broker.scoring import MIN_POSTERIOR, fit_em, link_one_to_one, row_posteriors, threshold_for
 from cleanroom.spec import KeySet, MatchSpec
 
 pairs_st = st.lists(
@@ -25,6 +25,34 @@ def test_linker_never_links_a_row_twice(pairs):
     best_r = dict(zip(links["ref_idx"], links["score"], strict=True))
     for p, r, s in frame.iter_rows():
         assert s <= best_p.get(p, -np.inf) or s <= best_r.get(r, -np.inf)
+
+
+candidates_st = st.lists(
+    st.tuples(st.integers(0, 6), st.floats(-40, 40, allow_nan=False)), min_size=1, max_size=30
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(candidates_st, st.floats(-10, 10, allow_nan=False))
+def test_row_posteriors_are_a_distribution_per_row(candidates, odds):
+    """A row's candidates share at most probability 1; a lone one gets w / (1 + w); more weight, more posterior."""
+    frame = pl.DataFrame(candidates, schema=["p_idx", "score"], orient="row")
+    post = frame.with_columns(row_posteriors(odds).alias("posterior"))
+    totals = post.group_by("p_idx").agg(pl.col("posterior").sum(), pl.len())
+    assert (totals["posterior"] <= 1 + 1e-9).all() and (post["posterior"] >= 0).all()
+    for p_idx, total, n in totals.iter_rows():
+        rows = post.filter(pl.col("p_idx") == p_idx).sort("score")
+        assert rows["posterior"].is_sorted()
+        if n == 1:
+            w = 2.0 ** min(max(rows["score"][0] + odds, -1000), 1000)
+            assert abs(total - w / (1 + w)) < 1e-9
+
+
+def test_equal_namesakes_split_the_posterior():
+    """Two candidates that agree equally well are each at most a coin flip, however strong the agreement."""
+    frame = pl.DataFrame({"p_idx": [0, 0, 1], "score": [30.0, 30.0, 30.0]})
+    post = frame.with_columns(row_posteriors(0.0).alias("posterior"))["posterior"].to_list()
+    assert post[0] == post[1] and post[0] < 0.5 < MIN_POSTERIOR < post[2]
 
 
 def test_em_recovers_known_m_and_prior():

@@ -16,9 +16,12 @@ Weights, without labels:
   anchors are too few; the match share among candidates then by EM.
 A pair's score is the sum of log2(m/u) of its fields' levels, lowered by log2
 of how many reference rows hold its rarest agreeing token (term-frequency
-adjustment). Pairs are linked one to one (mutual best choices, round by
-round) above the posterior threshold whose links reach the target precision by
-the model's own estimate.
+adjustment). A partner row has at most one match, so its candidates compete:
+each one's posterior is its prior odds times likelihood ratio over 1 plus the
+sum of those of all the row's candidates (two namesakes that agree equally
+split the probability instead of each looking certain). Pairs are linked one
+to one (mutual best choices, round by round) above the posterior threshold
+whose links reach the target precision by the model's own estimate.
 """
 
 from __future__ import annotations
@@ -239,6 +242,18 @@ def fit_prior(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, m: np.nd
     return prior
 
 
+def row_posteriors(odds: float) -> pl.Expr:
+    """P(this candidate is the row's match), the row's candidates competing.
+
+    A partner row has at most one match. With w = 2**(score + odds) per
+    candidate (its prior odds times its likelihood ratio) and 1 for "none of
+    them", each candidate's posterior is w over the row's total; a lone
+    candidate gets the usual w / (1 + w). Needs columns `p_idx` and `score`.
+    """
+    weight = 2.0 ** (pl.col("score") + odds).clip(-1000, 1000)
+    return weight / (weight.sum().over("p_idx") + 1.0)
+
+
 def link_one_to_one(pairs: pl.DataFrame, score: str = "score") -> pl.DataFrame:
     """Mutually best pairs, round by round: no partner row and no reference row twice."""
     linked = []
@@ -309,7 +324,7 @@ def score_partners(
     for name, candidates in pairs.items():
         scored = candidates.with_columns(
             (weight - pl.col("holders").cast(pl.Float64).log(2)).alias("score")
-        ).with_columns((1 / (1 + 2.0 ** -(pl.col("score") + odds))).alias("posterior"))
+        ).with_columns(row_posteriors(odds).alias("posterior"))
         links[name] = link_one_to_one(scored).with_columns(rule.alias("rule"))
     everything = [f.get_column("posterior") for f in links.values()]
     threshold = threshold_for(pl.concat(everything).to_numpy(), target_precision) if everything else 1.0
