@@ -27,7 +27,7 @@ How the inputs are made. Hashing a 13M-row synthetic voter file through
 bundles: the schema of `cleanroom.bundle`, rows in random (handle) order,
 uncompressed parquet in 1M-row groups, manifests signed with
 `sign_manifest` by per-organisation identities of one consortium, and tokens
-made by `cleanroom.tokens.token_expr` / `token_list` with the consortium key's
+made by `cleanroom.tokens.token_list` with the consortium key's
 subkeys from synthetic normalized field strings. Each field string is a
 function of an integer value id ("p123@mail.example" for email 123), so equal
 ids give equal tokens. Multiplicities follow a voter file:
@@ -95,16 +95,16 @@ def _fields(key: str, ids: pl.Expr) -> list[pl.Expr]:
 
 def _tokens(ids: pl.DataFrame, subkeys: dict[str, bytes]) -> pl.DataFrame:
     """Token lists per key from value-id columns (null id = no value); email may have a second id."""
-    from cleanroom.tokens import token_expr, token_list
+    from cleanroom.tokens import encoding, token_list
 
-    raw = {}
-    for key in KEYS:
-        for column in [c for c in ids.columns if c == key or c.startswith(key + ":")]:
-            raw["t:" + column] = token_expr(_fields(key, pl.col(column)), subkeys[key])
     lists = {
-        key: token_list([pl.col(c) for c in raw if c == "t:" + key or c.startswith(f"t:{key}:")]) for key in KEYS
+        key: token_list(
+            [encoding(_fields(key, pl.col(c))) for c in ids.columns if c == key or c.startswith(key + ":")],
+            subkeys[key],
+        )
+        for key in KEYS
     }
-    return ids.lazy().with_columns(**raw).select(**lists).collect(engine="streaming")
+    return ids.lazy().select(**lists).collect(engine="streaming")
 
 
 def _masked(values: np.ndarray, present: np.ndarray) -> pl.Series:

@@ -29,7 +29,7 @@ from cleanroom.inputs import ROW, read_input
 from cleanroom.keys.identity import Identity
 from cleanroom.keys.secret import ConsortiumKey
 from cleanroom.spec import MatchSpec
-from cleanroom.tokens import combination_tokens, random_handles, subkeys, token_list
+from cleanroom.tokens import combinations, random_handles, subkeys, token_list
 from cleanroom.variants import swapped_sources, variant_sources
 
 VAULT_FILE = "vault.parquet"
@@ -84,7 +84,6 @@ class HashPlan:
     attributes: dict[str, str]
     id_column: str | None
     derived: dict[str, pl.Expr]
-    raw_tokens: dict[str, pl.Expr]
     tokens: dict[str, pl.Expr]
 
     @classmethod
@@ -127,22 +126,19 @@ class HashPlan:
         swapped = swapped_sources(spec, columns, used, derived)
         columns = {column: columns[column] for column in primaries}
         secret_subkeys = subkeys(key, [k.name for k in spec.all_keys])
-        raw_tokens: dict[str, pl.Expr] = {}
         tokens: dict[str, pl.Expr] = {}
         for match_key in spec.all_keys:
-            combos = [
-                token
+            encodings = [
+                message
                 for alternatives in variant_sources(match_key, sources, swapped)
-                for token in combination_tokens(alternatives, secret_subkeys[match_key.name])
+                for message in combinations(alternatives)
             ]
-            names = [f"__t:{match_key.name}:{i}" for i in range(len(combos))]
-            raw_tokens |= dict(zip(names, combos, strict=True))
             tokens[match_key.name] = (
-                token_list([pl.col(n) for n in names])
-                if names
+                token_list(encodings, secret_subkeys[match_key.name])
+                if encodings
                 else pl.lit(None, dtype=pl.List(pl.Binary))
             )
-        return cls(spec, columns, primaries, attributes, id_column, derived, raw_tokens, tokens)
+        return cls(spec, columns, primaries, attributes, id_column, derived, tokens)
 
     def attribute_exprs(self) -> list[pl.Expr]:
         """Clear attributes as given, trimmed with inner whitespace collapsed; blank -> null."""
@@ -155,7 +151,7 @@ class HashPlan:
     def run(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
         """Tokens (with fresh handles, input order), vault and counts of one batch."""
         handles = random_handles(batch.height)
-        work = batch.rechunk().with_columns(handles, **self.derived).with_columns(**self.raw_tokens)
+        work = batch.rechunk().with_columns(handles, **self.derived)
         tokens = work.select(
             "handle", *[e.alias(k) for k, e in self.tokens.items()], *self.attribute_exprs()
         )

@@ -116,24 +116,24 @@ def _hash_rows(offsets, data, valid, key, start, stop, out_bytes, done):
 
 def keyed_digests(messages: pl.Series, key: bytes, size: int) -> pl.Series:
     """First `size` (<= 32) bytes of keyed BLAKE3 of every String/Binary value; null stays null."""
+    return pl.Series(messages.name, keyed_digests_arrow(messages.to_arrow(), key, size))
+
+
+def keyed_digests_arrow(array: pa.Array | pa.ChunkedArray, key: bytes, size: int) -> pa.FixedSizeBinaryArray:
+    """`keyed_digests` on an Arrow string or binary array."""
     if len(key) != 32 or not 0 < size <= 32:
         raise ValueError("keyed BLAKE3 needs a 32-byte key and a digest of 1 to 32 bytes")
-    if messages.is_empty():
-        return pl.Series(messages.name, [], dtype=pl.Binary)
-    array = messages.to_arrow()
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if array.type not in (pa.large_string(), pa.large_binary()):
         array = array.cast(pa.large_binary())
     n = len(array)
-    validity_buffer, offsets_buffer, data_buffer = array.buffers()
+    if n == 0:
+        return pa.array([], type=pa.binary(size))
+    _, offsets_buffer, data_buffer = array.buffers()
     offsets = np.frombuffer(offsets_buffer, dtype=np.int64, count=array.offset + n + 1)[array.offset:]
     data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-    if array.null_count == 0:
-        valid = np.ones(n, dtype=np.bool_)
-    else:
-        bits = np.unpackbits(np.frombuffer(validity_buffer, dtype=np.uint8), bitorder="little")
-        valid = bits[array.offset : array.offset + n].astype(np.bool_)
+    valid = validity(array)
     out = np.zeros((n, size), dtype=np.uint8)
     done = np.zeros(n, dtype=np.bool_)
     key_words = np.frombuffer(key, dtype="<u4").astype(np.uint32)
@@ -148,10 +148,35 @@ def keyed_digests(messages: pl.Series, key: bytes, size: int) -> pl.Series:
     for row in np.flatnonzero(valid & ~done):  # longer than one chunk
         message = data[offsets[row] : offsets[row + 1]].tobytes()
         out[row] = np.frombuffer(blake3.blake3(message, key=key).digest(size), dtype=np.uint8)
-    fixed = pa.FixedSizeBinaryArray.from_buffers(
+    return pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(size), n, [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(out)]
     )
-    return pl.Series(messages.name, fixed)
+
+
+def validity(array: pa.Array) -> np.ndarray:
+    """Boolean numpy mask of an Arrow array's non-null rows, read off its bitmap."""
+    if array.null_count == 0:
+        return np.ones(len(array), dtype=np.bool_)
+    bits = np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")
+    return bits[array.offset : array.offset + len(array)].astype(np.bool_)
+
+
+@numba.njit(nogil=True, cache=True)
+def first_occurrences(words, valid):
+    """keep[i, j]: valid[i, j] and row i's j-th 128-bit value (two uint64 words) not seen before in the row."""
+    rows, width = valid.shape
+    keep = np.zeros((rows, width), dtype=np.bool_)
+    for i in range(rows):
+        for j in range(width):
+            if not valid[i, j]:
+                continue
+            seen = False
+            for p in range(j):
+                if keep[i, p] and words[i, p, 0] == words[i, j, 0] and words[i, p, 1] == words[i, j, 1]:
+                    seen = True
+                    break
+            keep[i, j] = not seen
+    return keep
 
 
 def warm_up() -> threading.Thread:

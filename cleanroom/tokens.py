@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from functools import partial
 
 import blake3
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from cleanroom.keyed_blake3 import keyed_digests
+from cleanroom.keyed_blake3 import first_occurrences, keyed_digests, keyed_digests_arrow, validity
 from cleanroom.keys.secret import ConsortiumKey
 
 FORMAT_VERSION = 2
@@ -30,37 +31,56 @@ TOKEN_BYTES = 16
 HANDLE_BYTES = 16
 
 
-def _encoding_expr(fields: Sequence[pl.Expr]) -> pl.Expr:
+def encoding(fields: Sequence[pl.Expr]) -> pl.Expr:
+    """The length-prefixed message of a tuple of normalized String fields; null if any is null."""
     parts: list[pl.Expr] = []
     for field in fields:
         parts += [field.str.len_bytes().cast(pl.String), pl.lit(":"), field]
     return pl.concat_str(parts, ignore_nulls=False)
 
 
-def token_expr(fields: Sequence[pl.Expr], subkey: bytes) -> pl.Expr:
-    """Binary 16-byte token of a tuple of normalized String fields; null if any is null."""
-    hash_column = partial(keyed_digests, key=subkey, size=TOKEN_BYTES)
-    return _encoding_expr(fields).map_batches(hash_column, return_dtype=pl.Binary)
-
-
-def combination_tokens(field_sources: Sequence[Sequence[pl.Expr]], subkey: bytes) -> list[pl.Expr]:
-    """Token expressions of one match key, one per combination of source columns.
+def combinations(field_sources: Sequence[Sequence[pl.Expr]]) -> list[pl.Expr]:
+    """Encodings of one match key, one per combination of source columns.
 
     `field_sources[i]` holds one expression per input column that provides the
     key's i-th field (email and email_2 both give "email").
     """
-    return [token_expr(combo, subkey) for combo in itertools.product(*field_sources)]
+    return [encoding(combo) for combo in itertools.product(*field_sources)]
 
 
-def token_list(tokens: Sequence[pl.Expr]) -> pl.Expr:
-    """A row's distinct non-null tokens of one key as a list; null when there are none.
+def token_expr(fields: Sequence[pl.Expr], subkey: bytes) -> pl.Expr:
+    """Binary 16-byte token of a tuple of normalized String fields; null if any is null."""
+    return _token(encoding(fields), subkey)
 
-    Meant for already materialized token columns (each is read more than once).
-    """
-    if len(tokens) == 1:
-        return pl.when(tokens[0].is_not_null()).then(pl.concat_list(tokens[0]))
-    merged = pl.concat_list(tokens).list.drop_nulls().list.unique(maintain_order=True)
-    return pl.when(pl.any_horizontal(t.is_not_null() for t in tokens)).then(merged)
+
+def token_list(encodings: Sequence[pl.Expr], subkey: bytes) -> pl.Expr:
+    """A row's distinct tokens of one key (one per non-null encoding) as a list; null when none."""
+    if len(encodings) == 1:
+        single = _token(encodings[0], subkey)
+        return pl.when(single.is_not_null()).then(pl.concat_list(single))
+    return pl.struct([e.alias(f"e{i}") for i, e in enumerate(encodings)]).map_batches(
+        partial(_distinct_tokens, key=subkey), return_dtype=pl.List(pl.Binary)
+    )
+
+
+def _token(message: pl.Expr, subkey: bytes) -> pl.Expr:
+    return message.map_batches(partial(keyed_digests, key=subkey, size=TOKEN_BYTES), return_dtype=pl.Binary)
+
+
+def _distinct_tokens(encodings: pl.Series, key: bytes) -> pl.Series:
+    """List of each row's distinct tokens in encoding order (null when none), from a struct of encodings."""
+    digests = [keyed_digests_arrow(column.to_arrow(), key, TOKEN_BYTES) for column in encodings.struct.unnest()]
+    n, width = len(encodings), len(digests)
+    tokens = np.stack([np.frombuffer(d.buffers()[1], dtype=np.uint8).reshape(n, TOKEN_BYTES) for d in digests], 1)
+    keep = first_occurrences(tokens.view(np.uint64), np.stack([validity(d) for d in digests], 1))
+    counts = keep.sum(axis=1)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    values = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(TOKEN_BYTES), int(offsets[-1]), [None, pa.py_buffer(np.ascontiguousarray(tokens[keep]))]
+    )
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=pa.array(counts == 0))
+    return pl.Series(encodings.name, lists).cast(pl.List(pl.Binary))
 
 
 def token(values: Sequence[str | None], subkey: bytes) -> bytes | None:
