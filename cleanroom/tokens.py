@@ -50,27 +50,23 @@ def combinations(field_sources: Sequence[Sequence[pl.Expr]]) -> list[pl.Expr]:
 
 def token_expr(fields: Sequence[pl.Expr], subkey: bytes) -> pl.Expr:
     """Binary 16-byte token of a tuple of normalized String fields; null if any is null."""
-    return _token(encoding(fields), subkey)
+    hash_column = partial(keyed_digests, key=subkey, size=TOKEN_BYTES)
+    return encoding(fields).map_batches(hash_column, return_dtype=pl.Binary)
 
 
 def token_list(encodings: Sequence[pl.Expr], subkey: bytes) -> pl.Expr:
     """A row's distinct tokens of one key (one per non-null encoding) as a list; null when none."""
-    if len(encodings) == 1:
-        single = _token(encodings[0], subkey)
-        return pl.when(single.is_not_null()).then(pl.concat_list(single))
     return pl.struct([e.alias(f"e{i}") for i, e in enumerate(encodings)]).map_batches(
         partial(_distinct_tokens, key=subkey), return_dtype=pl.List(pl.Binary)
     )
 
 
-def _token(message: pl.Expr, subkey: bytes) -> pl.Expr:
-    return message.map_batches(partial(keyed_digests, key=subkey, size=TOKEN_BYTES), return_dtype=pl.Binary)
-
-
 def _distinct_tokens(encodings: pl.Series, key: bytes) -> pl.Series:
     """List of each row's distinct tokens in encoding order (null when none), from a struct of encodings."""
+    n = len(encodings)
+    if n == 0:
+        return pl.Series(encodings.name, [], dtype=pl.List(pl.Binary))
     digests = [keyed_digests_arrow(column.to_arrow(), key, TOKEN_BYTES) for column in encodings.struct.unnest()]
-    n, width = len(encodings), len(digests)
     tokens = np.stack([np.frombuffer(d.buffers()[1], dtype=np.uint8).reshape(n, TOKEN_BYTES) for d in digests], 1)
     keep = first_occurrences(tokens.view(np.uint64), np.stack([validity(d) for d in digests], 1))
     counts = keep.sum(axis=1)

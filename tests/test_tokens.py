@@ -91,7 +91,7 @@ def test_several_columns_give_several_distinct_tokens():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=3, max_size=3), max_size=20))
+@given(st.lists(st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=3, max_size=3), min_size=1, max_size=20))
 def test_token_list_equals_reference(rows):
     """Single and combined encodings: each row's distinct tokens in first-seen order, null when none."""
     subkey = KEY.subkey("k", FORMAT_VERSION)
@@ -104,3 +104,9 @@ def test_token_list_equals_reference(rows):
         assert (single.to_list() if single is not None else None) == ([token([a], subkey)] if a is not None else None)
         want = list(dict.fromkeys(t for t in (token([a, c], subkey), token([b, c], subkey)) if t is not None))
         assert (several.to_list() if several is not None else None) == (want or None)
+
+
+def test_token_list_of_no_rows():
+    frame = pl.DataFrame({"a": []}, schema={"a": pl.String})
+    got = frame.select(token_list(combinations([[pl.col("a")]]), KEY.subkey("k", FORMAT_VERSION))).to_series()
+    assert got.dtype == pl.List(pl.Binary) and got.len() == 0
