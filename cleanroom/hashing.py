@@ -11,12 +11,14 @@ import math
 import secrets
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
@@ -174,7 +176,7 @@ class HashPlan:
             rows_with_token=counted["with_token"],
             tokens_per_key={k: counted[f"key:{k}"] for k in self.tokens},
         )
-        present = {c: pl.col(c).cast(pl.String).str.strip_chars().fill_null("") != "" for c in self.columns}
+        present = {c: pl.col(c).cast(pl.String).str.contains(r"\S").fill_null(False) for c in self.columns}
         stats = work.select(
             *[(~present[c]).sum().alias(f"missing:{c}") for c in self.columns],
             *[(present[c] & pl.col(self.primaries[c]).is_null()).sum().alias(f"invalid:{c}") for c in self.columns],
@@ -264,29 +266,37 @@ def hash_file(
         staged_dir(vault_dir) as vault_tmp,
     ):
         shuffle = _Shuffle(Path(scratch), max(1, math.ceil(total / BUCKET_ROWS)))
-        vault_writer: pq.ParquetWriter | None = None
+        vault = _Vault(vault_tmp / VAULT_FILE)
+
+        def store(tokens: pl.DataFrame, rows: pl.DataFrame) -> None:
+            shuffle.add(tokens)
+            vault.add(rows)
+
+        # batch i is written on a second thread while batch i+1 is computed; one in flight bounds memory
+        stored: Future | None = None
         try:
-            for batch in _batches(lf, Path(input_path).name):
-                try:
-                    tokens, vault, batch_summary = plan.run(batch)
-                except pl.exceptions.PolarsError:
-                    first = summary.rows + 1
-                    raise InputError(
-                        f"{Path(input_path).name}: rows {first} to {first + batch.height - 1} could not be "
-                        "normalized (an unexpected value type?)"
-                    ) from None
-                if names:
-                    tokens = apply_mapping(tokens, mapping, names)
-                summary.add(batch_summary)
-                shuffle.add(tokens)
-                table = vault.to_arrow()
-                vault_writer = vault_writer or _parquet_writer(vault_tmp / VAULT_FILE, table.schema)
-                vault_writer.write_table(table)
-                if progress:
-                    progress(summary.rows, total)
+            with ThreadPoolExecutor(1) as writer:
+                for batch in _batches(lf, Path(input_path).name):
+                    try:
+                        tokens, rows, batch_summary = plan.run(batch)
+                    except pl.exceptions.PolarsError:
+                        first = summary.rows + 1
+                        raise InputError(
+                            f"{Path(input_path).name}: rows {first} to {first + batch.height - 1} could not be "
+                            "normalized (an unexpected value type?)"
+                        ) from None
+                    if names:
+                        tokens = apply_mapping(tokens, mapping, names)
+                    summary.add(batch_summary)
+                    if stored:
+                        stored.result()
+                    stored = writer.submit(store, tokens, rows)
+                    if progress:
+                        progress(summary.rows, total)
+                if stored:
+                    stored.result()
         finally:
-            if vault_writer:
-                vault_writer.close()
+            vault.close()
         _require_tokens(summary)
         shuffle.write(bundle_tmp / TOKENS_FILE)
         manifest = Manifest(
@@ -335,6 +345,22 @@ def _batches(lf: pl.LazyFrame, name: str):
         raise InputError(f"input file {name} could not be parsed (malformed CSV?)") from None
 
 
+class _Vault:
+    """The vault file (handle -> row number and id), written batch by batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer = path, None
+
+    def add(self, rows: pl.DataFrame) -> None:
+        table = rows.to_arrow()
+        self.writer = self.writer or _parquet_writer(self.path, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+
 class _Shuffle:
     """Rows in random order with bounded memory.
 
@@ -366,16 +392,24 @@ class _Shuffle:
             frames = [pl.read_ipc(f) for f in sorted(self.scratch.glob(f"b{b}-*.arrow"))]
         return pl.concat(frames) if frames else None
 
+    def _sorted_bucket(self, b: int) -> pa.Table | None:
+        bucket = self._bucket(b)
+        return None if bucket is None else bucket.sort(_HANDLE_PREFIX).to_arrow()
+
     def write(self, target: Path) -> None:
+        """Write the buckets in order; the next one is read and sorted while one is written."""
         writer: pq.ParquetWriter | None = None
         try:
-            for b in range(self.buckets):
-                bucket = self._bucket(b)
-                if bucket is None:
-                    continue
-                table = bucket.sort(_HANDLE_PREFIX).to_arrow()
-                writer = writer or _parquet_writer(target, table.schema)
-                writer.write_table(table.cast(writer.schema))
+            with ThreadPoolExecutor(1) as reader:
+                upcoming = reader.submit(self._sorted_bucket, 0)
+                for b in range(self.buckets):
+                    table = upcoming.result()
+                    if b + 1 < self.buckets:
+                        upcoming = reader.submit(self._sorted_bucket, b + 1)
+                    if table is None:
+                        continue
+                    writer = writer or _parquet_writer(target, table.schema)
+                    writer.write_table(table.cast(writer.schema))
         finally:
             if writer:
                 writer.close()

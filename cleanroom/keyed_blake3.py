@@ -26,6 +26,14 @@ _CHUNK_START, _CHUNK_END, _ROOT, _KEYED_HASH = 1, 2, 8, 16
 _MIN_ROWS_PER_THREAD = 50_000
 
 
+def _compiled(function):
+    """Compile with an on-disk cache; without a writable cache location, compile once per process."""
+    try:
+        return numba.njit(nogil=True, cache=True)(function)
+    except RuntimeError:
+        return numba.njit(nogil=True)(function)
+
+
 @numba.njit(inline="always")
 def _rotr(x, n):
     return _U32((x >> _U32(n)) | (x << _U32(32 - n)))
@@ -90,7 +98,7 @@ def _compress(cv, data, pos, end, block_len, flags):
     return (v[0] ^ v[8], v[1] ^ v[9], v[2] ^ v[10], v[3] ^ v[11], v[4] ^ v[12], v[5] ^ v[13], v[6] ^ v[14], v[7] ^ v[15])
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _hash_rows(offsets, data, valid, key, start, stop, out_bytes, done):
     """Digest prefixes of rows start..stop into out; done[row] False = null or too long."""
     k = (key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7])
@@ -161,7 +169,7 @@ def validity(array: pa.Array) -> np.ndarray:
     return bits[array.offset : array.offset + len(array)].astype(np.bool_)
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def first_occurrences(words, valid):
     """keep[i, j]: valid[i, j] and row i's j-th 128-bit value (two uint64 words) not seen before in the row."""
     rows, width = valid.shape
