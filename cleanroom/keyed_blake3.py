@@ -5,7 +5,9 @@ carries the KEYED_HASH flag) for messages of up to one chunk (1024 bytes):
 the compression function over 64-byte blocks, the last one flagged as the
 root. Longer messages, rare for normalized identifiers, go to the `blake3`
 package one by one. The kernel releases the GIL, so the rows are split over
-threads. Tests check it byte for byte against the `blake3` package.
+threads. Tests check it byte for byte against the `blake3` package. Also
+compiled here: the pass that keeps each row's first occurrence of a 128-bit
+value (a row's distinct tokens).
 """
 
 from __future__ import annotations
