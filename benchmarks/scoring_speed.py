@@ -1,11 +1,14 @@
 """Speed and memory of scored matching (`run_match(mode="score")`) at scale.
 
     python benchmarks/scoring_speed.py --voters 1000000 --size 1000000 [--spec examples/scored_spec.toml]
+        [--keep DIR]
 
 Generates a voter file and one partner list (hard profile, full field
 coverage), hashes both with the scored spec through the real hash path
 (timed separately), then times verification + scoring + one-to-one linking in
-a fresh process and reports its peak RSS. Record the figures in
+a fresh process and reports its peak RSS. With `--keep DIR` the hashed bundles
+stay in DIR (one folder per size and spec) and a later run with the same
+options reuses them instead of hashing again. Record the figures in
 docs/benchmarks.md.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,22 +59,41 @@ def main() -> None:
     parser.add_argument("--voters", type=int, default=1_000_000)
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--spec", type=Path, default=SPEC)
+    parser.add_argument("--keep", type=Path, help="keep the hashed bundles in this folder and reuse them")
+    parser.add_argument("--build-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--score-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build_only:
+        build(args.build_only, args.voters, args.size, args.spec)
+        return
     if args.score_only:
         print(score(args.score_only))
         return
+    if args.keep:
+        work = args.keep / f"{args.voters}x{args.size}-{args.spec.stem}"
+        if not (work / "b" / "partner").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            _build(work, args)
+        _time(work)
+        return
     with tempfile.TemporaryDirectory(prefix="cleanroom-scoring-") as tmp:
-        work = Path(tmp)
-        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-                        f"from scoring_speed import build; from pathlib import Path; "
-                        f"build(Path({str(work)!r}), {args.voters}, {args.size}, Path({str(args.spec)!r}))"], check=True)
-        child = subprocess.Popen([sys.executable, __file__, "--score-only", str(work)], stdout=subprocess.PIPE, text=True)
-        seconds = float(child.stdout.read())
-        _, status, usage = os.wait4(child.pid, 0)
-        if status:
-            raise SystemExit("scoring failed")
-        print(f"verify + score + link  {seconds:7.1f} s  peak RSS {usage.ru_maxrss / 1024:,.0f} MB")
+        _build(Path(tmp), args)
+        _time(Path(tmp))
+
+
+def _build(work: Path, args: argparse.Namespace) -> None:
+    """Generate and hash in a separate process, so its memory is not counted against scoring."""
+    subprocess.run([sys.executable, __file__, "--build-only", str(work), "--voters", str(args.voters),
+                    "--size", str(args.size), "--spec", str(args.spec)], check=True)
+
+
+def _time(work: Path) -> None:
+    child = subprocess.Popen([sys.executable, __file__, "--score-only", str(work)], stdout=subprocess.PIPE, text=True)
+    seconds = float(child.stdout.read())
+    _, status, usage = os.wait4(child.pid, 0)
+    if status:
+        raise SystemExit("scoring failed")
+    print(f"verify + score + link  {seconds:7.1f} s  peak RSS {usage.ru_maxrss / 1024:,.0f} MB")
 
 
 if __name__ == "__main__":
