@@ -1,13 +1,31 @@
 """Scored matching: one-to-one linking, EM estimates, key sets and variants."""
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cleanroom import hash_frame, load_spec, new_key
-from cleanroom.broker.scoring import MIN_POSTERIOR, fit_em, link_one_to_one, row_posteriors, threshold_for
+from cleanroom import hash_file, hash_frame, load_spec, new_key
+from cleanroom.broker.load import LoadedBundle
+from cleanroom.broker.match import reference_index
+from cleanroom.broker.scoring import (
+    MAX_HOLDERS,
+    MIN_POSTERIOR,
+    candidate_pairs,
+    fit_em,
+    key_masks,
+    link_one_to_one,
+    row_posteriors,
+    threshold_for,
+)
+from cleanroom.bundle import verify_bundle
 from cleanroom.spec import KeySet, MatchSpec
+from cleanroom.synth import generate_partners, generate_voters, write_frame
+
+SCORED_SPEC = Path(__file__).parent.parent / "examples" / "scored_spec.toml"
 
 pairs_st = st.lists(
     st.tuples(st.integers(0, 15), st.integers(0, 15), st.floats(-20, 20, allow_nan=False)), min_size=1, max_size=80
@@ -25,6 +43,17 @@ def test_linker_never_links_a_row_twice(pairs):
     best_r = dict(zip(links["ref_idx"], links["score"], strict=True))
     for p, r, s in frame.iter_rows():
         assert s <= best_p.get(p, -np.inf) or s <= best_r.get(r, -np.inf)
+
+
+def test_linker_breaks_ties_by_order():
+    """Equal scores go to the pair listed first, whatever the frame's chunks."""
+    pairs = pl.concat([
+        pl.DataFrame({"p_idx": [0, 1], "ref_idx": [0, 0], "score": [5.0, 5.0]}),
+        pl.DataFrame({"p_idx": [2, 2], "ref_idx": [1, 2], "score": [3.0, 3.0]}),
+    ], rechunk=False)
+    for _ in range(20):
+        links = link_one_to_one(pairs).sort("p_idx")
+        assert links.select("p_idx", "ref_idx").rows() == [(0, 0), (2, 1)]
 
 
 candidates_st = st.lists(
@@ -127,3 +156,79 @@ def test_default_spec_uses_swap_variants_only():
     """The default keeps precision: swapped names and day/month, no deletion neighbourhoods."""
     variants = {v for k in load_spec().all_keys for v in k.variants}
     assert variants == {"swap_names", "dob_dm_swap"}
+
+
+@pytest.fixture(scope="module")
+def scored_bundles(tmp_path_factory, identity):
+    """A voter file and two hard-profile partner lists hashed with the scored spec."""
+    root = tmp_path_factory.mktemp("scored")
+    voters = generate_voters(1_500, seed=4)
+    lists, _ = generate_partners(voters, 2, sizes=300, seed=4, profile="hard")
+    key, spec = new_key(), load_spec(SCORED_SPEC)
+    sources = {"voters": voters, **lists}
+    for name, frame in sources.items():
+        write_frame(frame, root / f"{name}.parquet")
+        hash_file(root / f"{name}.parquet", root / "b" / name, root / "v" / name, key=key, spec=spec,
+                  identity=identity, reference=name == "voters")
+    bundles = {name: LoadedBundle(name, verify_bundle(root / "b" / name), root / "b" / name) for name in sources}
+    return bundles["voters"], [bundles[name] for name in lists]
+
+
+def _plain_candidates(partner, reference, masks):
+    """The candidate pairs by a plain join per key: the definition candidate_pairs must meet."""
+    hits, seen = [], {}
+    for key, (exact, fuzzy) in masks.items():
+        ref = reference.token_pairs(key, "ref_idx").unique().collect()
+        ref = ref.with_columns(pl.len().over("token").alias("holders")).filter(pl.col("holders") <= MAX_HOLDERS)
+        hits.append(partner.token_pairs(key, "p_idx").collect().join(ref, on="token")
+                    .with_columns(e=pl.lit(exact), f=pl.lit(fuzzy)))
+        for name, bundle, index in (("p", partner, "p_idx"), ("r", reference, "ref_idx")):
+            present = bundle.scan().with_row_index(index).filter(pl.col(key).is_not_null()).select(index).collect()
+            seen[name, key] = present.with_columns(pl.lit(exact | fuzzy).alias("bits"))
+    observed = {
+        name: pl.concat(frame for (n, _), frame in seen.items() if n == name)
+        .group_by(index).agg(pl.col("bits").bitwise_or().alias(f"{name}_seen"))
+        for name, index in (("p", "p_idx"), ("r", "ref_idx"))
+    }
+    return (
+        pl.concat(hits)
+        .group_by("p_idx", "ref_idx")
+        .agg(pl.col("e").bitwise_or().alias("exact"), pl.col("f").bitwise_or().alias("fuzzy"), pl.col("holders").min())
+        .join(observed["p"], on="p_idx").join(observed["r"], on="ref_idx")
+        .select("p_idx", "ref_idx", "holders", "exact", (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy"),
+                (pl.col("p_seen") & pl.col("r_seen")).alias("observed"))
+        .sort("p_idx", "ref_idx")
+    )
+
+
+def test_candidate_pairs_equal_a_plain_join_per_key(scored_bundles):
+    reference, partners = scored_bundles
+    keys = reference.manifest.keys
+    masks = key_masks(keys, sorted({f for k in keys for f in k.fields}))
+    found = candidate_pairs(partners, reference, masks)
+    for partner in partners:
+        expected = _plain_candidates(partner, reference, masks)
+        got = found.pairs[partner.name].cast(expected.schema)
+        assert got.height > partner.manifest.row_count // 2
+        assert got.equals(expected)
+    assert found.ambiguous == reference_index(reference)[1]
+    for key in masks:
+        holders = reference.token_pairs(key, "ref_idx").unique().group_by("token").len().collect()["len"]
+        assert found.shared[key] == sum(h * (h - 1) // 2 for h in holders if h <= MAX_HOLDERS)
+
+
+def test_a_row_listing_a_token_twice_holds_it_once(scored_bundles, tmp_path):
+    """Holders count rows, not list entries: repeating a token inside a row changes nothing."""
+    reference, partners = scored_bundles
+    keys = reference.manifest.keys
+    masks = key_masks(keys, sorted({f for k in keys for f in k.fields}))
+    key = "c3_first_canon_last_dob"
+    tokens = pl.read_parquet(reference.path / "tokens.parquet")
+    doubled = tokens.with_columns(pl.col(key).list.concat(pl.col(key)))
+    (tmp_path / "doubled").mkdir()
+    doubled.write_parquet(tmp_path / "doubled" / "tokens.parquet")
+    twice = LoadedBundle(reference.name, reference.manifest, tmp_path / "doubled")
+    before, after = candidate_pairs(partners, reference, masks), candidate_pairs(partners, twice, masks)
+    assert after.shared == before.shared and after.ambiguous == before.ambiguous
+    for partner in partners:
+        assert after.pairs[partner.name].equals(before.pairs[partner.name])

@@ -15,7 +15,7 @@ from cleanroom.attributes import AttributeProtection, protect_attributes, smalle
 from cleanroom.broker.load import JobInputs, LoadedBundle
 from cleanroom.broker.match import KeyStats, cascade, reference_index
 from cleanroom.broker.persons import resolve_persons
-from cleanroom.broker.scoring import reference_tokens, score_partners
+from cleanroom.broker.scoring import score_partners
 from cleanroom.errors import SpecError, VerificationError
 
 
@@ -79,13 +79,11 @@ def run_match(
         attribute_names += reference.manifest.attributes
     if mode not in ("cascade", "score"):
         raise SpecError("match mode is 'cascade' or 'score'")
-    primary_index, ambiguous = reference_index(inputs.primary)
-    scored: dict[str, pl.DataFrame] = {}
     if mode == "score":
-        scored, _ = score_partners(
-            inputs.partners, inputs.primary, reference_tokens(inputs.primary, keys),
-            target_precision=target_precision,
-        )
+        scored = score_partners(inputs.partners, inputs.primary, target_precision=target_precision)
+        ambiguous = scored.ambiguous
+    else:
+        primary_index, ambiguous = reference_index(inputs.primary)
     extra_indexes = [reference_index(r)[0] for r in inputs.references[1:]]
     protected = {r.name: _attribute_frame(r, k) for r in inputs.references}
     primary_attrs = protected[inputs.primary.name][0]
@@ -96,11 +94,11 @@ def run_match(
         if mode == "cascade":
             result = cascade(partner, primary_index, keys)
             key_stats[partner.name], matches = result.keys, result.matches
-        else:
-            key_stats[partner.name], matches = {}, scored[partner.name].drop("posterior")
-        base = partner.scan().with_row_index("p_idx").select(
-            "p_idx", "handle", pl.any_horizontal(pl.col(k).is_not_null() for k in keys).alias("has_token")
-        ).collect()
+            has_token = pl.any_horizontal(pl.col(k).is_not_null() for k in keys)
+        else:  # scoring has read every key already; reading them again would cost as much memory
+            key_stats[partner.name], matches = {}, scored.links[partner.name].drop("posterior")
+            has_token = pl.lit(scored.has_token[partner.name])
+        base = partner.scan().with_row_index("p_idx").select("p_idx", "handle", has_token.alias("has_token")).collect()
         rows = base.join(matches, on="p_idx", how="left", maintain_order="left")
         for i, index in enumerate(extra_indexes):
             extra = cascade(partner, index, keys).matches.select("p_idx", pl.col("ref_idx").alias(f"x{i}_idx"))

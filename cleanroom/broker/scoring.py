@@ -62,6 +62,16 @@ class ScoringModel:
     threshold: float
 
 
+@dataclass
+class Scored:
+    """Links per partner, and what the engine reports besides them."""
+
+    links: dict[str, pl.DataFrame]  # partner -> p_idx, ref_idx, rule, score, posterior
+    has_token: dict[str, pl.Series]  # partner -> per row: does it carry any token
+    ambiguous: dict[str, int]  # key -> reference token values held by more than one row
+    model: ScoringModel
+
+
 def _group(field: str) -> str:
     if field.startswith(("first", "last")):
         return field.split("_")[0]
@@ -84,18 +94,7 @@ def fuzzy_fields(key: KeyInfo) -> set[str]:
     return touched
 
 
-def reference_tokens(reference: LoadedBundle, keys: list[str]) -> dict[str, pl.DataFrame]:
-    """Per key: (token, ref_idx, holders) for tokens held by at most MAX_HOLDERS rows."""
-    return {
-        key: reference.key_tokens(key, "ref_idx")
-        .with_columns(pl.len().over("token").alias("holders"))
-        .filter(pl.col("holders") <= MAX_HOLDERS)
-        .collect()
-        for key in keys
-    }
-
-
-def _masks(keys: list[KeyInfo], fields: list[str]) -> dict[str, tuple[int, int]]:
+def key_masks(keys: list[KeyInfo], fields: list[str]) -> dict[str, tuple[int, int]]:
     """Per key: (bits of fields it shows exactly, bits of fields it shows fuzzily)."""
     bit = {f: 1 << i for i, f in enumerate(fields)}
     masks = {}
@@ -108,40 +107,90 @@ def _masks(keys: list[KeyInfo], fields: list[str]) -> dict[str, tuple[int, int]]
     return masks
 
 
-def _observed(bundle: LoadedBundle, masks: dict[str, tuple[int, int]], index: str) -> pl.LazyFrame:
-    """Per row, a bit per field it has at all (some key containing the field carries a token)."""
-    present = [
-        pl.when(pl.col(key).is_not_null()).then(pl.lit(exact | fuzzy, pl.UInt32)).otherwise(pl.lit(0, pl.UInt32))
-        for key, (exact, fuzzy) in masks.items()
-    ]
-    return bundle.scan().with_row_index(index).select(index, pl.reduce(lambda a, b: a | b, present).alias("seen"))
+@dataclass
+class ReferenceKey:
+    """One key of the reference: its usable tokens, and counts over all of them."""
+
+    tokens: pl.DataFrame  # token, ref_idx, holders: tokens held by at most MAX_HOLDERS rows
+    rows: np.ndarray  # ref_idx of every row carrying a token of the key (repeats allowed)
+    ambiguous: int  # token values held by more than one row
+    shared: int  # pairs of rows sharing a usable token
+
+
+def reference_key(reference: LoadedBundle, key: str) -> ReferenceKey:
+    """One key's reference tokens; a token's holders are the distinct rows listing it."""
+    holders = pl.len().over("token").alias("holders")
+    pairs = reference.token_pairs(key, "ref_idx").with_columns(holders).collect()
+    # Only a repeated token can hide a row that lists it twice: dedupe those few.
+    repeated = pairs.filter(pl.col("holders") > 1).unique(["token", "ref_idx"]).with_columns(holders)
+    usable = pl.col("holders") <= MAX_HOLDERS
+    tokens = pl.concat([pairs.filter(pl.col("holders") == 1), repeated.filter(usable)])
+    per_token = repeated.filter(pl.col("holders") > 1).group_by("token").agg(pl.col("holders").first())
+    shared = per_token.filter(usable).select((pl.col("holders") * (pl.col("holders") - 1) // 2).sum()).item()
+    return ReferenceKey(
+        tokens.with_columns(pl.col("holders").cast(pl.UInt8)), pairs.get_column("ref_idx").to_numpy(),
+        per_token.height, int(shared or 0),
+    )
+
+
+@dataclass
+class Candidates:
+    """Every partner's candidate pairs, and what the weights need to know of the reference."""
+
+    pairs: dict[str, pl.DataFrame]  # partner -> p_idx, ref_idx, holders, exact, fuzzy, observed
+    seen: dict[str, np.ndarray]  # partner -> per row, a bit per field it carries
+    shared: dict[str, int]  # key -> pairs of reference rows sharing a usable token
+    ambiguous: dict[str, int]  # key -> reference token values held by more than one row
+
+
+_PAIR = pl.col("p_idx").cast(pl.UInt64) * 2**32 + pl.col("ref_idx")  # one integer per (partner row, reference row)
 
 
 def candidate_pairs(
-    partner: LoadedBundle,
-    reference: LoadedBundle,
-    ref_tokens: dict[str, pl.DataFrame],
-    masks: dict[str, tuple[int, int]],
-) -> pl.DataFrame:
-    """(p_idx, ref_idx, exact, fuzzy, observed, holders) for every pair sharing a token."""
-    parts = [
-        partner.key_tokens(key, "p_idx")
-        .join(table.lazy(), on="token")
-        .select("p_idx", "ref_idx", "holders",
-                pl.lit(masks[key][0], pl.UInt32).alias("e"), pl.lit(masks[key][1], pl.UInt32).alias("f"))
-        for key, table in ref_tokens.items()
-    ]
-    return (
-        pl.concat(parts)
-        .group_by("p_idx", "ref_idx")
-        .agg(pl.col("e").bitwise_or().alias("exact"), pl.col("f").bitwise_or().alias("fuzzy"), pl.col("holders").min())
-        .join(_observed(partner, masks, "p_idx").rename({"seen": "p_seen"}), on="p_idx")
-        .join(_observed(reference, masks, "ref_idx").rename({"seen": "r_seen"}), on="ref_idx")
-        .select("p_idx", "ref_idx", "holders", "exact",
-                (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy"),
-                (pl.col("p_seen") & pl.col("r_seen")).alias("observed"))
-        .collect()
-    )
+    partners: list[LoadedBundle], reference: LoadedBundle, masks: dict[str, tuple[int, int]]
+) -> Candidates:
+    """(p_idx, ref_idx, holders, exact, fuzzy, observed) for every pair sharing a token, per partner.
+
+    One key at a time, so only one key's tokens are in memory: the reference's
+    usable tokens, each partner's tokens joined to them, and the pairs found
+    (once per pair and key, with the smallest holders of their shared tokens).
+    Then each pair's field bits are ORed over the keys it agrees on, as
+    integers. `observed` has a bit per field both rows carry at all (some key
+    containing the field has a token in each). Pairs come sorted by
+    (p_idx, ref_idx), so results do not depend on thread timing.
+    """
+    r_seen = np.zeros(reference.manifest.row_count, np.uint32)
+    p_seen = {p.name: np.zeros(p.manifest.row_count, np.uint32) for p in partners}
+    hits: dict[str, list[pl.DataFrame]] = {p.name: [] for p in partners}
+    shared, ambiguous = {}, {}
+    for key, (exact, fuzzy) in masks.items():
+        ref = reference_key(reference, key)
+        shared[key], ambiguous[key] = ref.shared, ref.ambiguous
+        r_seen[ref.rows] |= exact | fuzzy
+        for partner in partners:
+            tokens = partner.token_pairs(key, "p_idx").collect()
+            p_seen[partner.name][tokens.get_column("p_idx").to_numpy()] |= exact | fuzzy
+            hits[partner.name].append(
+                tokens.join(ref.tokens, on="token")
+                .group_by(_PAIR.alias("pair")).agg(pl.col("holders").min())
+                .with_columns(pl.lit(exact, pl.UInt32).alias("e"), pl.lit(fuzzy, pl.UInt32).alias("f"))
+            )
+        del ref
+    pairs = {}
+    for partner in partners:
+        found = (
+            pl.concat(hits.pop(partner.name))
+            .group_by("pair")
+            .agg(pl.col("e").bitwise_or().alias("exact"), pl.col("f").bitwise_or().alias("fuzzy"),
+                 pl.col("holders").min())
+            .sort("pair")
+            .select((pl.col("pair") // 2**32).cast(pl.UInt32).alias("p_idx"),
+                    (pl.col("pair") % 2**32).cast(pl.UInt32).alias("ref_idx"),
+                    "holders", "exact", (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy"))
+        )
+        observed = p_seen[partner.name][found["p_idx"].to_numpy()] & r_seen[found["ref_idx"].to_numpy()]
+        pairs[partner.name] = found.with_columns(pl.Series("observed", observed))
+    return Candidates(pairs, p_seen, shared, ambiguous)
 
 
 def _bits(values: np.ndarray, n_fields: int) -> np.ndarray:
@@ -154,26 +203,23 @@ def levels_of(exact: np.ndarray, fuzzy: np.ndarray, n_fields: int) -> np.ndarray
 
 
 def random_agreement(
-    ref_tokens: dict[str, pl.DataFrame], masks: dict[str, tuple[int, int]], n_fields: int, n_rows: int
+    shared: dict[str, int], masks: dict[str, tuple[int, int]], n_fields: int, n_rows: int
 ) -> np.ndarray:
     """u per field and level (fields x [disagree, fuzzy only, exact]), from token frequencies only.
 
     log P(two random reference rows share a token of a key) = the sum of log u
     of the key's fields at the level the key shows them (exact, or "exact or
     fuzzy" for fields its variants touch); least squares over all keys.
+    `shared` holds, per key, the pairs of reference rows sharing a token.
     """
     fuzzy_fields = [i for i in range(n_fields) if any(f >> i & 1 for _, f in masks.values())]
     design, target = [], []
     pairs_total = max(n_rows * (n_rows - 1) / 2, 1)
-    for key, table in ref_tokens.items():
-        shared = table.group_by("token").len().select(
-            (pl.col("len").cast(pl.Float64) * (pl.col("len") - 1) / 2).sum()
-        ).item()
-        if not shared:
+    for key, (exact, fuzzy) in masks.items():
+        if not shared.get(key):
             continue
-        exact, fuzzy = masks[key]
         design.append([exact >> i & 1 for i in range(n_fields)] + [fuzzy >> i & 1 for i in fuzzy_fields])
-        target.append(np.log(shared / pairs_total))
+        target.append(np.log(shared[key] / pairs_total))
     solution = (
         np.linalg.lstsq(np.array(design, float), np.array(target), rcond=None)[0]
         if design else np.zeros(n_fields + len(fuzzy_fields))
@@ -255,19 +301,23 @@ def row_posteriors(odds: float) -> pl.Expr:
 
 
 def link_one_to_one(pairs: pl.DataFrame, score: str = "score") -> pl.DataFrame:
-    """Mutually best pairs, round by round: no partner row and no reference row twice."""
+    """Mutually best pairs, round by round: no partner row and no reference row twice.
+
+    Ties go to the pair that comes first in `pairs`, so the same input always
+    gives the same links.
+    """
     linked = []
     remaining = pairs
     while not remaining.is_empty():
         best = remaining.filter(
             (pl.col(score) == pl.col(score).max().over("p_idx"))
             & (pl.col(score) == pl.col(score).max().over("ref_idx"))
-        ).unique("p_idx", keep="first").unique("ref_idx", keep="first")
+        ).unique("p_idx", keep="first", maintain_order=True).unique("ref_idx", keep="first", maintain_order=True)
         if best.is_empty():
             break
         linked.append(best)
-        remaining = remaining.join(best.select("p_idx"), on="p_idx", how="anti").join(
-            best.select("ref_idx"), on="ref_idx", how="anti"
+        remaining = remaining.join(best.select("p_idx"), on="p_idx", how="anti", maintain_order="left").join(
+            best.select("ref_idx"), on="ref_idx", how="anti", maintain_order="left"
         )
     return pl.concat(linked) if linked else pairs.clear()
 
@@ -284,22 +334,22 @@ def threshold_for(posteriors: np.ndarray, target: float) -> float:
 def score_partners(
     partners: list[LoadedBundle],
     reference: LoadedBundle,
-    ref_tokens: dict[str, pl.DataFrame],
     *,
     target_precision: float = 0.995,
-) -> tuple[dict[str, pl.DataFrame], ScoringModel]:
+) -> Scored:
     """Weights learned once over every partner's candidates; links (p_idx, ref_idx, rule,
     score, posterior) per partner."""
-    keys = [k for k in reference.manifest.keys if k.name in ref_tokens]
+    keys = reference.manifest.keys
     fields = sorted({f for k in keys for f in k.fields})
     n = len(fields)
-    masks = _masks(keys, fields)
-    pairs = {p.name: candidate_pairs(p, reference, ref_tokens, masks) for p in partners}
-    counted = pl.concat(pairs.values()).group_by("exact", "fuzzy", "observed").len()
+    masks = key_masks(keys, fields)
+    candidates = candidate_pairs(partners, reference, masks)
+    pairs = candidates.pairs
+    counted = pl.concat(pairs.values()).group_by("exact", "fuzzy", "observed").len().sort("exact", "fuzzy", "observed")
     levels = levels_of(counted["exact"].to_numpy().astype(np.int64), counted["fuzzy"].to_numpy().astype(np.int64), n)
     seen = _bits(counted["observed"].to_numpy().astype(np.int64), n)
     counts = counted["len"].to_numpy().astype(float)
-    u = random_agreement(ref_tokens, masks, n, reference.manifest.row_count)
+    u = random_agreement(candidates.shared, masks, n, reference.manifest.row_count)
     m_em, _ = fit_em(levels, seen, counts, u)
     m = anchored_m(levels, seen, counts, fields, fallback=m_em)
     prior = fit_prior(levels, seen, counts, m, u)
@@ -321,8 +371,8 @@ def score_partners(
         separator="+", ignore_nulls=True,
     )
     links = {}
-    for name, candidates in pairs.items():
-        scored = candidates.with_columns(
+    for name, frame in pairs.items():
+        scored = frame.with_columns(
             (weight - pl.col("holders").cast(pl.Float64).log(2)).alias("score")
         ).with_columns(row_posteriors(odds).alias("posterior"))
         links[name] = link_one_to_one(scored).with_columns(rule.alias("rule"))
@@ -337,4 +387,5 @@ def score_partners(
         weights={f: FieldWeights(m[i].tolist(), u[i].tolist()) for i, f in enumerate(fields)},
         prior=prior, threshold=threshold,
     )
-    return links, model
+    has_token = {name: pl.Series("has_token", seen != 0) for name, seen in candidates.seen.items()}
+    return Scored(links, has_token, candidates.ambiguous, model)
