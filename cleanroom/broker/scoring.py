@@ -26,7 +26,9 @@ whose links reach the target precision by the model's own estimate.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import polars as pl
@@ -144,6 +146,30 @@ class Candidates:
 
 
 _PAIR = pl.col("p_idx").cast(pl.UInt64) * 2**32 + pl.col("ref_idx")  # one integer per (partner row, reference row)
+KEY_THREADS = 2  # keys read and joined at once: reading a column is single-threaded, two keep both cores busy
+
+
+@dataclass
+class KeyPass:
+    """What one key contributes: reference counts; per partner, its rows with a token and the pairs found."""
+
+    reference: ReferenceKey  # without its tokens
+    rows: dict[str, np.ndarray]  # partner -> p_idx of every row carrying a token of the key (repeats allowed)
+    pairs: dict[str, pl.DataFrame]  # partner -> pair, holders: pairs sharing a token, once each
+
+
+def key_pass(reference: LoadedBundle, partners: list[LoadedBundle], key: str) -> KeyPass:
+    """Join every partner's tokens of one key to the reference's usable ones."""
+    ref = reference_key(reference, key)
+    rows, pairs = {}, {}
+    for partner in partners:
+        tokens = partner.token_pairs(key, "p_idx").collect()
+        rows[partner.name] = tokens.get_column("p_idx").to_numpy()
+        pairs[partner.name] = (
+            tokens.join(ref.tokens, on="token").group_by(_PAIR.alias("pair")).agg(pl.col("holders").min())
+        )
+    ref.tokens = ref.tokens.clear()
+    return KeyPass(ref, rows, pairs)
 
 
 def candidate_pairs(
@@ -151,31 +177,28 @@ def candidate_pairs(
 ) -> Candidates:
     """(p_idx, ref_idx, holders, exact, fuzzy, observed) for every pair sharing a token, per partner.
 
-    One key at a time, so only one key's tokens are in memory: the reference's
-    usable tokens, each partner's tokens joined to them, and the pairs found
-    (once per pair and key, with the smallest holders of their shared tokens).
-    Then each pair's field bits are ORed over the keys it agrees on, as
-    integers. `observed` has a bit per field both rows carry at all (some key
-    containing the field has a token in each). Pairs come sorted by
+    Key by key (KEY_THREADS at once), so only a few keys' tokens are in memory:
+    the reference's usable tokens, each partner's tokens joined to them, and the
+    pairs found (once per pair and key, with the smallest holders of their
+    shared tokens). Then each pair's field bits are ORed over the keys it agrees
+    on, as integers. `observed` has a bit per field both rows carry at all (some
+    key containing the field has a token in each). Pairs come sorted by
     (p_idx, ref_idx), so results do not depend on thread timing.
     """
     r_seen = np.zeros(reference.manifest.row_count, np.uint32)
     p_seen = {p.name: np.zeros(p.manifest.row_count, np.uint32) for p in partners}
     hits: dict[str, list[pl.DataFrame]] = {p.name: [] for p in partners}
     shared, ambiguous = {}, {}
-    for key, (exact, fuzzy) in masks.items():
-        ref = reference_key(reference, key)
-        shared[key], ambiguous[key] = ref.shared, ref.ambiguous
-        r_seen[ref.rows] |= exact | fuzzy
-        for partner in partners:
-            tokens = partner.token_pairs(key, "p_idx").collect()
-            p_seen[partner.name][tokens.get_column("p_idx").to_numpy()] |= exact | fuzzy
-            hits[partner.name].append(
-                tokens.join(ref.tokens, on="token")
-                .group_by(_PAIR.alias("pair")).agg(pl.col("holders").min())
-                .with_columns(pl.lit(exact, pl.UInt32).alias("e"), pl.lit(fuzzy, pl.UInt32).alias("f"))
-            )
-        del ref
+    with ThreadPoolExecutor(KEY_THREADS) as pool:
+        for key, found in zip(masks, pool.map(partial(key_pass, reference, partners), masks), strict=True):
+            exact, fuzzy = masks[key]
+            shared[key], ambiguous[key] = found.reference.shared, found.reference.ambiguous
+            r_seen[found.reference.rows] |= exact | fuzzy
+            for name, rows in found.rows.items():
+                p_seen[name][rows] |= exact | fuzzy
+                hits[name].append(found.pairs[name].with_columns(
+                    pl.lit(exact, pl.UInt32).alias("e"), pl.lit(fuzzy, pl.UInt32).alias("f")
+                ))
     pairs = {}
     for partner in partners:
         found = (
