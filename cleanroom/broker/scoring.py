@@ -114,7 +114,7 @@ class ReferenceKey:
     """One key of the reference: its usable tokens, and counts over all of them."""
 
     tokens: pl.DataFrame  # token, ref_idx, holders: tokens held by at most MAX_HOLDERS rows
-    rows: np.ndarray  # ref_idx of every row carrying a token of the key (repeats allowed)
+    carries: np.ndarray  # per row: does it carry a token of the key
     ambiguous: int  # token values held by more than one row
     shared: int  # pairs of rows sharing a usable token
 
@@ -130,9 +130,16 @@ def reference_key(reference: LoadedBundle, key: str) -> ReferenceKey:
     per_token = repeated.filter(pl.col("holders") > 1).group_by("token").agg(pl.col("holders").first())
     shared = per_token.filter(usable).select((pl.col("holders") * (pl.col("holders") - 1) // 2).sum()).item()
     return ReferenceKey(
-        tokens.with_columns(pl.col("holders").cast(pl.UInt8)), pairs.get_column("ref_idx").to_numpy(),
-        per_token.height, int(shared or 0),
+        tokens.with_columns(pl.col("holders").cast(pl.UInt8)),
+        _carries(pairs.get_column("ref_idx"), reference.manifest.row_count), per_token.height, int(shared or 0),
     )
+
+
+def _carries(index: pl.Series, n_rows: int) -> np.ndarray:
+    """Per row of a bundle: is it among `index`."""
+    carries = np.zeros(n_rows, bool)
+    carries[index.to_numpy()] = True
+    return carries
 
 
 @dataclass
@@ -154,22 +161,22 @@ class KeyPass:
     """What one key contributes: reference counts; per partner, its rows with a token and the pairs found."""
 
     reference: ReferenceKey  # without its tokens
-    rows: dict[str, np.ndarray]  # partner -> p_idx of every row carrying a token of the key (repeats allowed)
+    carries: dict[str, np.ndarray]  # partner -> per row: does it carry a token of the key
     pairs: dict[str, pl.DataFrame]  # partner -> pair, holders: pairs sharing a token, once each
 
 
 def key_pass(reference: LoadedBundle, partners: list[LoadedBundle], key: str) -> KeyPass:
     """Join every partner's tokens of one key to the reference's usable ones."""
     ref = reference_key(reference, key)
-    rows, pairs = {}, {}
+    carries, pairs = {}, {}
     for partner in partners:
         tokens = partner.token_pairs(key, "p_idx").collect()
-        rows[partner.name] = tokens.get_column("p_idx").to_numpy()
+        carries[partner.name] = _carries(tokens.get_column("p_idx"), partner.manifest.row_count)
         pairs[partner.name] = (
             tokens.join(ref.tokens, on="token").group_by(_PAIR.alias("pair")).agg(pl.col("holders").min())
         )
     ref.tokens = ref.tokens.clear()
-    return KeyPass(ref, rows, pairs)
+    return KeyPass(ref, carries, pairs)
 
 
 def candidate_pairs(
@@ -193,9 +200,10 @@ def candidate_pairs(
         for key, found in zip(masks, pool.map(partial(key_pass, reference, partners), masks), strict=True):
             exact, fuzzy = masks[key]
             shared[key], ambiguous[key] = found.reference.shared, found.reference.ambiguous
-            r_seen[found.reference.rows] |= exact | fuzzy
-            for name, rows in found.rows.items():
-                p_seen[name][rows] |= exact | fuzzy
+            bits = np.uint32(exact | fuzzy)
+            r_seen |= np.where(found.reference.carries, bits, 0)
+            for name, carries in found.carries.items():
+                p_seen[name] |= np.where(carries, bits, 0)
                 hits[name].append(found.pairs[name].with_columns(
                     pl.lit(exact, pl.UInt32).alias("e"), pl.lit(fuzzy, pl.UInt32).alias("f")
                 ))
