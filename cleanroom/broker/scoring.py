@@ -172,8 +172,10 @@ def key_pass(reference: LoadedBundle, partners: list[LoadedBundle], key: str) ->
     for partner in partners:
         tokens = partner.token_pairs(key, "p_idx").collect()
         carries[partner.name] = _carries(tokens.get_column("p_idx"), partner.manifest.row_count)
-        pairs[partner.name] = (
-            tokens.join(ref.tokens, on="token").group_by(_PAIR.alias("pair")).agg(pl.col("holders").min())
+        pairs[partner.name] = (  # lazy, so the join never materializes the tokens it matched on
+            tokens.lazy().join(ref.tokens.lazy(), on="token")
+            .group_by(_PAIR.alias("pair")).agg(pl.col("holders").min())
+            .collect()
         )
     ref.tokens = ref.tokens.clear()
     return KeyPass(ref, carries, pairs)
