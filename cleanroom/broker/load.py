@@ -33,15 +33,18 @@ class LoadedBundle:
 
     def key_tokens(self, key: str, index: str) -> pl.LazyFrame:
         """Long (index, token) pairs of one match key, tokens as UInt128, one row per distinct pair."""
-        return self.token_pairs(key, index).unique()
+        return self._pairs(pl.col(key).list.unique(), index)  # per row: much cheaper than over all pairs
 
     def token_pairs(self, key: str, index: str) -> pl.LazyFrame:
         """Like `key_tokens` without removing repeated pairs (a row listing a token twice): cheaper
         for callers that deduplicate later anyway."""
+        return self._pairs(pl.col(key), index)
+
+    def _pairs(self, tokens: pl.Expr, index: str) -> pl.LazyFrame:
         return (
             self.scan()
             .with_row_index(index)
-            .select(index, pl.col(key).alias("token"))
+            .select(index, tokens.alias("token"))
             .explode("token")
             .drop_nulls("token")
             .select(index, pl.col("token").bin.reinterpret(dtype=pl.UInt128, endianness="big"))

@@ -121,17 +121,16 @@ class ReferenceKey:
 
 def reference_key(reference: LoadedBundle, key: str) -> ReferenceKey:
     """One key's reference tokens; a token's holders are the distinct rows listing it."""
-    holders = pl.len().over("token").alias("holders")
-    pairs = reference.token_pairs(key, "ref_idx").with_columns(holders).collect()
-    # Only a repeated token can hide a row that lists it twice: dedupe those few.
-    repeated = pairs.filter(pl.col("holders") > 1).unique(["token", "ref_idx"]).with_columns(holders)
-    usable = pl.col("holders") <= MAX_HOLDERS
-    tokens = pl.concat([pairs.filter(pl.col("holders") == 1), repeated.filter(usable)])
-    per_token = repeated.filter(pl.col("holders") > 1).group_by("token").agg(pl.col("holders").first())
-    shared = per_token.filter(usable).select((pl.col("holders") * (pl.col("holders") - 1) // 2).sum()).item()
+    pairs = reference.key_tokens(key, "ref_idx").with_columns(pl.len().over("token").alias("holders")).collect()
+    holders = pl.col("holders")
+    repeated = pairs.filter(holders > 1)
+    # A token held by h rows is listed h times here: h listings make one token, and their
+    # h - 1 other holders each add up to twice the h(h - 1) / 2 pairs of rows sharing it.
+    ambiguous = repeated.group_by("holders").len().select((pl.col("len") // holders).sum()).item()
+    shared = repeated.filter(holders <= MAX_HOLDERS).select((holders.cast(pl.Int64) - 1).sum()).item() // 2
     return ReferenceKey(
-        tokens.with_columns(pl.col("holders").cast(pl.UInt8)),
-        _carries(pairs.get_column("ref_idx"), reference.manifest.row_count), per_token.height, int(shared or 0),
+        pairs.filter(holders <= MAX_HOLDERS).with_columns(holders.cast(pl.UInt8)),
+        _carries(pairs.get_column("ref_idx"), reference.manifest.row_count), int(ambiguous or 0), int(shared or 0),
     )
 
 
