@@ -157,9 +157,11 @@ KEY_THREADS = 2  # keys read and joined at once: reading a column is single-thre
 
 @dataclass
 class KeyPass:
-    """What one key contributes: reference counts; per partner, its rows with a token and the pairs found."""
+    """What one key contributes: the reference's counts; per partner, its rows with a token and the pairs found."""
 
-    reference: ReferenceKey  # without its tokens
+    ambiguous: int
+    shared: int
+    ref_carries: np.ndarray
     carries: dict[str, np.ndarray]  # partner -> per row: does it carry a token of the key
     pairs: dict[str, pl.DataFrame]  # partner -> pair, holders: pairs sharing a token, once each
 
@@ -176,8 +178,7 @@ def key_pass(reference: LoadedBundle, partners: list[LoadedBundle], key: str) ->
             .group_by(_PAIR.alias("pair")).agg(pl.col("holders").min())
             .collect()
         )
-    ref.tokens = ref.tokens.clear()
-    return KeyPass(ref, carries, pairs)
+    return KeyPass(ref.ambiguous, ref.shared, ref.carries, carries, pairs)
 
 
 def candidate_pairs(
@@ -200,9 +201,9 @@ def candidate_pairs(
     with ThreadPoolExecutor(KEY_THREADS) as pool:
         for key, found in zip(masks, pool.map(partial(key_pass, reference, partners), masks), strict=True):
             exact, fuzzy = masks[key]
-            shared[key], ambiguous[key] = found.reference.shared, found.reference.ambiguous
+            shared[key], ambiguous[key] = found.shared, found.ambiguous
             bits = np.uint32(exact | fuzzy)
-            r_seen |= np.where(found.reference.carries, bits, 0)
+            r_seen |= np.where(found.ref_carries, bits, 0)
             for name, carries in found.carries.items():
                 p_seen[name] |= np.where(carries, bits, 0)
                 hits[name].append(found.pairs[name].with_columns(
