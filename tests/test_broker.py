@@ -8,6 +8,7 @@ import pytest
 
 from cleanroom import create_identity, hash_file, load_identity, load_spec, new_key
 from cleanroom.audit import load_checkpoint, verify_log
+from cleanroom.broker.duplicates import list_persons
 from cleanroom.broker.engine import run_match
 from cleanroom.broker.job import AUDIT_FILE, BrokerState, match_job, segment_job
 from cleanroom.broker.load import load_inputs
@@ -210,11 +211,22 @@ def test_enrichment_reference_adds_attributes(world, tmp_path):
 
 
 def test_score_mode_links_one_to_one_with_scores(world):
+    """Each partner row once; a reference row once per person of a list (rows sharing an email or phone)."""
     refs, parts = bundles(world)
-    outcome = run_match(load_inputs(refs, parts), mode="score")
+    inputs = load_inputs(refs, parts)
+    outcome = run_match(inputs, mode="score")
     table = outcome.match_table()
     assert table.height > 0 and table["score"].null_count() == 0
     assert table["partner_handle"].is_unique().all()
-    assert table.group_by("partner").agg(pl.col("reference_handle").is_unique().all())["reference_handle"].all()
+    persons = pl.concat([
+        bundle.scan().select(pl.lit(bundle.name).alias("partner"), pl.col("handle").alias("partner_handle")).collect()
+        .with_columns(list_persons(bundle))
+        for bundle in inputs.partners
+    ])
+    labelled = table.join(persons, on=["partner", "partner_handle"])
+    assert labelled.height == table.height
+    per_reference = labelled.group_by("partner", "reference_handle").agg(pl.col("list_person").n_unique())
+    assert (per_reference["list_person"] == 1).all()
+    assert labelled.select(pl.struct("partner", "reference_handle").is_duplicated().any()).item()  # duplicates exist
     with pytest.raises(SpecError):
         run_match(load_inputs(refs, parts), mode="fuzzy")

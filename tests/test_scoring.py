@@ -45,6 +45,22 @@ def test_linker_never_links_a_row_twice(pairs):
         assert s <= best_p.get(p, -np.inf) or s <= best_r.get(r, -np.inf)
 
 
+@settings(max_examples=150, deadline=None)
+@given(pairs_st, st.lists(st.integers(0, 5), min_size=16, max_size=16))
+def test_linker_with_persons_shares_a_reference_row_only_within_a_person(pairs, labels):
+    frame = pl.DataFrame(pairs, schema=["p_idx", "ref_idx", "score"], orient="row").unique(["p_idx", "ref_idx"])
+    persons = pl.Series(labels)
+    links = link_one_to_one(frame, persons=persons)
+    assert links["p_idx"].is_unique().all()
+    assert links.join(frame, on=["p_idx", "ref_idx"], how="anti").is_empty()  # only real candidates
+    labelled = links.with_columns(persons.gather(links["p_idx"]).alias("person"))
+    assert (labelled.group_by("ref_idx").agg(pl.col("person").n_unique())["person"] == 1).all()
+    assert (labelled.group_by("person").agg(pl.col("ref_idx").n_unique())["ref_idx"] == 1).all()
+    # with every row its own person, the same links as the plain linker
+    alone = link_one_to_one(frame, persons=pl.Series(range(16)))
+    assert alone.sort("p_idx").equals(link_one_to_one(frame).sort("p_idx"))
+
+
 def test_linker_breaks_ties_by_order():
     """Equal scores go to the pair listed first, whatever the frame's chunks."""
     pairs = pl.concat([

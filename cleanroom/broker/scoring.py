@@ -33,6 +33,7 @@ from functools import partial
 import numpy as np
 import polars as pl
 
+from cleanroom.broker.duplicates import list_persons
 from cleanroom.broker.load import LoadedBundle
 from cleanroom.bundle import KeyInfo
 
@@ -333,12 +334,24 @@ def row_posteriors(odds: float) -> pl.Expr:
     return weight / (weight.sum().over("p_idx") + 1.0)
 
 
-def link_one_to_one(pairs: pl.DataFrame, score: str = "score") -> pl.DataFrame:
+def link_one_to_one(pairs: pl.DataFrame, score: str = "score", persons: pl.Series | None = None) -> pl.DataFrame:
     """Mutually best pairs, round by round: no partner row and no reference row twice.
 
+    With `persons` (a label per partner row: rows of one list that share an
+    email or phone token, see `duplicates.list_persons`) it is one-to-one
+    between persons and reference rows instead: persons are linked by their
+    best pair, then every row of a linked person whose candidates hold its
+    reference row takes the link, so a person listed twice is linked twice.
     Ties go to the pair that comes first in `pairs`, so the same input always
     gives the same links.
     """
+    if persons is not None:
+        labelled = pairs.with_columns(persons.gather(pairs.get_column("p_idx")).alias("_person"))
+        best = labelled.group_by("_person", "ref_idx", maintain_order=True).agg(pl.col(score).max())
+        linked = link_one_to_one(best.rename({"_person": "p_idx"}), score).rename({"p_idx": "_person"})
+        return labelled.join(
+            linked.select("_person", "ref_idx"), on=["_person", "ref_idx"], how="semi", maintain_order="left"
+        ).drop("_person")
     linked = []
     remaining = pairs
     while not remaining.is_empty():
@@ -403,12 +416,13 @@ def score_partners(
          .when(pl.col("fuzzy") & (1 << i) != 0).then(pl.lit(f + "~")) for i, f in enumerate(fields)],
         separator="+", ignore_nulls=True,
     )
+    persons = {bundle.name: list_persons(bundle) for bundle in partners}
     links = {}
     for name, frame in pairs.items():
         scored = frame.with_columns(
             (weight - pl.col("holders").cast(pl.Float64).log(2)).alias("score")
         ).with_columns(row_posteriors(odds).alias("posterior"))
-        links[name] = link_one_to_one(scored).with_columns(rule.alias("rule"))
+        links[name] = link_one_to_one(scored, persons=persons[name]).with_columns(rule.alias("rule"))
     everything = [f.get_column("posterior") for f in links.values()]
     threshold = threshold_for(pl.concat(everything).to_numpy(), target_precision) if everything else 1.0
     threshold = max(threshold, MIN_POSTERIOR)
