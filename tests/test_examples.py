@@ -44,6 +44,7 @@ def test_notebook_executes_on_generated_data(tmp_path, monkeypatch):
     monkeypatch.setenv("CLEANROOM_LIST_SIZE", "400")
     monkeypatch.setenv("CLEANROOM_FIGURES", str(tmp_path / "figures"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's generated demo data stays in tmp_path
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
