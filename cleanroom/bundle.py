@@ -156,28 +156,27 @@ def _verify_tokens(name: str, tokens: Path, manifest: Manifest) -> None:
     if pq.ParquetFile(tokens).metadata.num_rows != manifest.row_count:
         raise VerificationError(f"{name}: row count differs from the manifest")
     lf = pl.scan_parquet(tokens)
-    # One pass. Handles are random: sorting their first 64 bits (as integers) finds
-    # repeats much faster than hashing binary values; only if some first halves
-    # repeat (or handles are null) are whole handles compared.
+    # Column by column, so memory stays at one column of a row group. Handles are
+    # random: sorting their first 64 bits (as integers) finds repeats much faster
+    # than hashing binary values; only if some first halves repeat (or handles are
+    # null) are whole handles compared.
     head = (
         pl.col("handle").bin.reinterpret(dtype=pl.UInt128, endianness="big") // pl.lit(1 << 64, dtype=pl.UInt128)
     ).cast(pl.UInt64).sort()
-    checks = [
-        (pl.col("handle").bin.size() != HANDLE_BYTES).any().alias("bad_handle"),
+    bad_handle, maybe_dup = lf.select(
+        (pl.col("handle").bin.size() != HANDLE_BYTES).any().alias("bad"),
         ((head == head.shift(1)).any() | (pl.col("handle").null_count() > 1)).alias("maybe_dup"),
-    ]
-    for key in manifest.keys:
-        checks.append(pl.col(key.name).is_not_null().sum().alias(f"n:{key.name}"))
-        checks.append(
-            (pl.col(key.name).explode().bin.size() != TOKEN_BYTES).any().alias(f"bad:{key.name}")
-        )
-    result = lf.select(checks).collect().row(0, named=True)
-    if result["maybe_dup"] and not result["bad_handle"]:
-        result["bad_handle"] = lf.select(pl.col("handle").n_unique() != pl.len()).collect().item()
-    if result["bad_handle"]:
+    ).collect().row(0)
+    if maybe_dup and not bad_handle:
+        bad_handle = lf.select(pl.col("handle").n_unique() != pl.len()).collect().item()
+    if bad_handle:
         raise VerificationError(f"{name}: row handles are malformed or repeated")
     for key in manifest.keys:
-        if result[f"bad:{key.name}"]:
+        non_null, malformed = lf.select(
+            pl.col(key.name).is_not_null().sum().alias("non_null"),
+            (pl.col(key.name).explode().bin.size() != TOKEN_BYTES).any().alias("malformed"),
+        ).collect().row(0)
+        if malformed:
             raise VerificationError(f"{name}: key {key.name} holds malformed tokens")
-        if result[f"n:{key.name}"] != key.non_null:
+        if non_null != key.non_null:
             raise VerificationError(f"{name}: key {key.name} token count differs from the manifest")

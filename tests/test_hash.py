@@ -304,3 +304,28 @@ def test_unexpected_errors_do_not_print_their_text(monkeypatch, capsys, tmp_path
     monkeypatch.delenv("CLEANROOM_DEBUG", raising=False)
     code, _, err = run(["verify", tmp_path], capsys)
     assert code == 1 and "RuntimeError" in err and "jane.doe" not in err
+
+
+BAD_CONTENTS = [
+    ("handles are malformed or repeated", pl.col("handle").gather(pl.int_range(pl.len()) // 2)),
+    ("handles are malformed or repeated", pl.col("handle").bin.slice(0, 15)),
+    ("key email holds malformed", pl.col("email").list.eval(pl.element().bin.slice(0, 15))),
+    ("key phone token count differs", pl.lit(None, dtype=pl.List(pl.Binary)).alias("phone")),
+]
+
+
+@pytest.mark.parametrize(("message", "damage"), BAD_CONTENTS, ids=["repeated", "short", "token", "count"])
+def test_signed_bundle_with_bad_contents_is_refused(message, damage, tmp_path, contacts, key_file, identity):
+    """A producer's valid signature does not make malformed, repeated or miscounted rows acceptable."""
+    from cleanroom import hash_file
+    from cleanroom.bundle import TOKENS_FILE, file_digest, read_manifest, sign_manifest
+
+    contacts.write_csv(tmp_path / "in.csv")
+    hash_file(tmp_path / "in.csv", tmp_path / "b", tmp_path / "v", key=load_key(key_file), identity=identity,
+              spec=mapped())
+    tokens = tmp_path / "b" / TOKENS_FILE
+    pl.read_parquet(tokens).with_columns(damage).write_parquet(tokens)
+    manifest, _ = read_manifest(tmp_path / "b")
+    sign_manifest(tmp_path / "b", manifest.model_copy(update={"tokens_digest": file_digest(tokens)}), identity)
+    with pytest.raises(VerificationError, match=message):
+        verify_bundle(tmp_path / "b")
