@@ -16,9 +16,11 @@ from cleanroom.broker.scoring import (
     MIN_POSTERIOR,
     candidate_pairs,
     fit_em,
+    implied_agreement,
     key_masks,
     link_one_to_one,
     row_posteriors,
+    score_partners,
     threshold_for,
 )
 from cleanroom.bundle import verify_bundle
@@ -248,3 +250,28 @@ def test_a_row_listing_a_token_twice_holds_it_once(scored_bundles, tmp_path):
     assert after.shared == before.shared and after.ambiguous == before.ambiguous
     for partner in partners:
         assert after.pairs[partner.name].equals(before.pairs[partner.name])
+
+
+def test_birth_date_agreement_implies_birth_year_agreement():
+    """A pair agreeing on the birth date agrees on the year even when no key with the year matched
+    (its names differ), instead of counting the year as disagreeing."""
+    fields = ["birth_year", "dob", "last"]  # bits 1, 2, 4
+    pairs = pl.DataFrame(
+        {"exact": [2, 4, 0], "fuzzy": [0, 0, 2], "observed": [6, 7, 7]},
+        schema={"exact": pl.UInt32, "fuzzy": pl.UInt32, "observed": pl.UInt32},
+    )
+    got = implied_agreement(pairs, fields)
+    assert got["exact"].to_list() == [3, 4, 0]  # dob exact: year exact too; otherwise unchanged
+    assert got["observed"].to_list() == [7, 7, 7]
+    assert got["fuzzy"].to_list() == [0, 0, 2]  # a fuzzy birth date (day/month swap) implies nothing here
+    assert implied_agreement(pairs, ["dob", "last"]).equals(pairs)  # no birth_year field: nothing to imply
+
+
+def test_scored_links_on_the_birth_date_carry_the_year(scored_bundles):
+    """End to end: every link whose birth date agrees exactly shows the birth year agreeing."""
+    reference, partners = scored_bundles
+    scored = score_partners(partners, reference)
+    rules = pl.concat(frame["rule"] for frame in scored.links.values()).str.split("+")
+    with_dob = rules.filter(rules.list.contains("dob"))
+    assert len(with_dob) > 0
+    assert with_dob.list.contains("birth_year").all()

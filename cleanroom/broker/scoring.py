@@ -42,6 +42,7 @@ EM_ROUNDS = 100
 MIN_ANCHOR_PAIRS = 50
 MIN_POSTERIOR = 0.99  # every link must also be likely on its own, not only the linked set on average
 ANCHORS = {"first": "first_canon", "last": "last", "dob": "dob", "address": "street"}
+IMPLIED = {"dob": ("birth_year",)}  # exact agreement on a field means exact agreement on these (derived from it)
 LEVELS = ("disagree", "fuzzy", "exact")
 _BOUND = 1e-3  # m stays within [0.001, 0.999]: no single field can veto a pair
 U_FLOOR = 1e-7  # random agreement can be rare (two people sharing a birth date: ~1 in 20,000)
@@ -227,6 +228,28 @@ def candidate_pairs(
     return Candidates(pairs, p_seen, shared, ambiguous)
 
 
+def implied_agreement(pairs: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
+    """Pairs with the agreement their exact fields imply (IMPLIED): a pair agreeing on the
+    birth date agrees on the birth year, whether or not a key with the year matched.
+
+    A field only shows agreement through keys that matched, so a pair whose names
+    differ (no phonetic-name-and-year key in common) would otherwise count the
+    birth year as disagreeing while the birth date agrees.
+    """
+    index = {f: i for i, f in enumerate(fields)}
+    exact, observed = pl.col("exact"), pl.col("observed")
+    for field, derived in IMPLIED.items():
+        bits = sum(1 << index[d] for d in derived if d in index)
+        if field not in index or not bits:
+            continue
+        agrees = (pl.col("exact") & (1 << index[field])) != 0
+        exact = pl.when(agrees).then(exact | bits).otherwise(exact)
+        observed = pl.when(agrees).then(observed | bits).otherwise(observed)
+    return pairs.with_columns(exact.alias("exact"), observed.alias("observed")).with_columns(
+        (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy")
+    )
+
+
 def _bits(values: np.ndarray, n_fields: int) -> np.ndarray:
     return ((values[:, None] >> np.arange(n_fields)) & 1).astype(bool)
 
@@ -390,7 +413,7 @@ def score_partners(
     n = len(fields)
     masks = key_masks(keys, fields)
     candidates = candidate_pairs(partners, reference, masks)
-    pairs = candidates.pairs
+    pairs = {name: implied_agreement(frame, fields) for name, frame in candidates.pairs.items()}
     counted = pl.concat(pairs.values()).group_by("exact", "fuzzy", "observed").len().sort("exact", "fuzzy", "observed")
     levels = levels_of(counted["exact"].to_numpy().astype(np.int64), counted["fuzzy"].to_numpy().astype(np.int64), n)
     seen = _bits(counted["observed"].to_numpy().astype(np.int64), n)
