@@ -17,12 +17,10 @@ from cleanroom.broker.persons import resolve_persons
 
 def list_persons(bundle: LoadedBundle) -> pl.Series:
     """A person label per row of one partner bundle, in row order; rows sharing an email or phone token share it."""
-    rows = pl.DataFrame(
-        {
-            "partner": pl.Series([bundle.name] * bundle.manifest.row_count, dtype=pl.String),
-            "p_idx": pl.int_range(bundle.manifest.row_count, dtype=pl.UInt32, eager=True),
-            "ref_idx": pl.Series([None] * bundle.manifest.row_count, dtype=pl.UInt32),
-        }
+    rows = pl.select(
+        pl.int_range(bundle.manifest.row_count, dtype=pl.UInt32).alias("p_idx"),
+        pl.lit(bundle.name).alias("partner"),
+        pl.lit(None, dtype=pl.UInt32).alias("ref_idx"),
     )
     return resolve_persons(rows, {bundle.name: bundle}, reference_rows=0).alias("list_person")
 
