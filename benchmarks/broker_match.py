@@ -95,11 +95,11 @@ def _fields(key: str, ids: pl.Expr) -> list[pl.Expr]:
 
 def _tokens(ids: pl.DataFrame, subkeys: dict[str, bytes]) -> pl.DataFrame:
     """Token lists per key from value-id columns (null id = no value); email may have a second id."""
-    from cleanroom.tokens import encoding, token_list
+    from cleanroom.tokens import token_list
 
     lists = {
         key: token_list(
-            [encoding(_fields(key, pl.col(c))) for c in ids.columns if c == key or c.startswith(key + ":")],
+            [_fields(key, pl.col(c)) for c in ids.columns if c == key or c.startswith(key + ":")],
             subkeys[key],
         )
         for key in KEYS

@@ -130,14 +130,14 @@ class HashPlan:
         secret_subkeys = subkeys(key, [k.name for k in spec.all_keys])
         tokens: dict[str, pl.Expr] = {}
         for match_key in spec.all_keys:
-            encodings = [
-                message
+            combos = [
+                combo
                 for alternatives in variant_sources(match_key, sources, swapped)
-                for message in combinations(alternatives)
+                for combo in combinations(alternatives)
             ]
             tokens[match_key.name] = (
-                token_list(encodings, secret_subkeys[match_key.name])
-                if encodings
+                token_list(combos, secret_subkeys[match_key.name])
+                if combos
                 else pl.lit(None, dtype=pl.List(pl.Binary))
             )
         return cls(spec, columns, primaries, attributes, id_column, derived, tokens)

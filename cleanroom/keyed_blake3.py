@@ -1,18 +1,23 @@
-"""Keyed BLAKE3 over a whole column at once, compiled with numba.
+"""Keyed BLAKE3 over whole columns at once, compiled with numba.
 
 BLAKE3's keyed mode (the key is the starting chaining value, every block
 carries the KEYED_HASH flag) for messages of up to one chunk (1024 bytes):
 the compression function over 64-byte blocks, the last one flagged as the
-root. Longer messages, rare for normalized identifiers, go to the `blake3`
-package one by one. The kernel releases the GIL, so the rows are split over
-threads. Tests check it byte for byte against the `blake3` package. Also
-compiled here: the pass that keeps each row's first occurrence of a 128-bit
-value (a row's distinct tokens).
+root. A row's message is the concatenation of its parts (one per column),
+each optionally preceded by its decimal UTF-8 byte length and ':' (the token
+encoding), assembled inside the kernel. Sixteen rows are compressed side by
+side, one per SIMD lane. Longer messages, rare for normalized identifiers, go
+to the `blake3` package one by one. The kernel releases the GIL, so the rows
+are split over threads. Tests check it byte for byte against the `blake3`
+package. Also compiled here: the pass that keeps each row's first occurrence
+of a 128-bit value (a row's distinct tokens).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import blake3
@@ -22,10 +27,24 @@ import polars as pl
 import pyarrow as pa
 
 CHUNK_BYTES = 1024
+LANES = 16
 _U32 = np.uint32
-_IV = (_U32(0x6A09E667), _U32(0xBB67AE85), _U32(0x3C6EF372), _U32(0xA54FF53A))
 _CHUNK_START, _CHUNK_END, _ROOT, _KEYED_HASH = 1, 2, 8, 16
 _MIN_ROWS_PER_THREAD = 50_000
+_PERMUTATION = np.array([2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8])
+
+
+def _message_schedule() -> np.ndarray:
+    """Row r: the message word each of the 16 slots of round r reads."""
+    schedule = np.zeros((7, 16), dtype=np.int64)
+    words = np.arange(16)
+    for r in range(7):
+        schedule[r] = words
+        words = words[_PERMUTATION]
+    return schedule
+
+
+_SCHEDULE = _message_schedule()
 
 
 def _compiled(function):
@@ -37,113 +56,161 @@ def _compiled(function):
 
 
 @numba.njit(inline="always")
-def _rotr(x, n):
-    return _U32((x >> _U32(n)) | (x << _U32(32 - n)))
+def _g(v, a, b, c, d, m, x, y):
+    """The quarter-round on state rows a, b, c, d of every lane (numba widens uint32 sums: wrap back)."""
+    for lane in range(LANES):
+        va = _U32(v[a, lane] + v[b, lane] + m[x, lane])
+        vd = v[d, lane] ^ va
+        vd = _U32((vd >> _U32(16)) | (vd << _U32(16)))
+        vc = _U32(v[c, lane] + vd)
+        vb = v[b, lane] ^ vc
+        vb = _U32((vb >> _U32(12)) | (vb << _U32(20)))
+        va = _U32(va + vb + m[y, lane])
+        vd = vd ^ va
+        vd = _U32((vd >> _U32(8)) | (vd << _U32(24)))
+        vc = _U32(vc + vd)
+        vb = vb ^ vc
+        vb = _U32((vb >> _U32(7)) | (vb << _U32(25)))
+        v[a, lane], v[b, lane], v[c, lane], v[d, lane] = va, vb, vc, vd
 
 
 @numba.njit(inline="always")
-def _g(a, b, c, d, x, y):
-    # numba widens uint32 arithmetic to 64 bits: wrap back after every add
-    a = _U32(a + b + x)
-    d = _rotr(d ^ a, 16)
-    c = _U32(c + d)
-    b = _rotr(b ^ c, 12)
-    a = _U32(a + b + y)
-    d = _rotr(d ^ a, 8)
-    c = _U32(c + d)
-    b = _rotr(b ^ c, 7)
-    return a, b, c, d
+def _compress(cv, m, block_len, flags, v):
+    """cv[:, lane] = compress(cv[:, lane], block m[:, lane]) for every lane; v is scratch."""
+    for lane in range(LANES):
+        for i in range(8):
+            v[i, lane] = cv[i, lane]
+        v[8, lane], v[9, lane] = _U32(0x6A09E667), _U32(0xBB67AE85)
+        v[10, lane], v[11, lane] = _U32(0x3C6EF372), _U32(0xA54FF53A)
+        v[12, lane], v[13, lane], v[14, lane], v[15, lane] = _U32(0), _U32(0), block_len[lane], flags[lane]
+    for r in range(7):
+        s = _SCHEDULE[r]
+        _g(v, 0, 4, 8, 12, m, s[0], s[1])
+        _g(v, 1, 5, 9, 13, m, s[2], s[3])
+        _g(v, 2, 6, 10, 14, m, s[4], s[5])
+        _g(v, 3, 7, 11, 15, m, s[6], s[7])
+        _g(v, 0, 5, 10, 15, m, s[8], s[9])
+        _g(v, 1, 6, 11, 12, m, s[10], s[11])
+        _g(v, 2, 7, 8, 13, m, s[12], s[13])
+        _g(v, 3, 4, 9, 14, m, s[14], s[15])
+    for i in range(8):
+        for lane in range(LANES):
+            cv[i, lane] = v[i, lane] ^ v[i + 8, lane]
 
 
 @numba.njit(inline="always")
-def _round(v, m):
-    v0, v4, v8, v12 = _g(v[0], v[4], v[8], v[12], m[0], m[1])
-    v1, v5, v9, v13 = _g(v[1], v[5], v[9], v[13], m[2], m[3])
-    v2, v6, v10, v14 = _g(v[2], v[6], v[10], v[14], m[4], m[5])
-    v3, v7, v11, v15 = _g(v[3], v[7], v[11], v[15], m[6], m[7])
-    v0, v5, v10, v15 = _g(v0, v5, v10, v15, m[8], m[9])
-    v1, v6, v11, v12 = _g(v1, v6, v11, v12, m[10], m[11])
-    v2, v7, v8, v13 = _g(v2, v7, v8, v13, m[12], m[13])
-    v3, v4, v9, v14 = _g(v3, v4, v9, v14, m[14], m[15])
-    return (v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15)
+def _digits(n):
+    d = 1
+    while n >= 10:
+        n //= 10
+        d += 1
+    return d
 
 
 @numba.njit(inline="always")
-def _permute(m):
-    return (m[2], m[6], m[3], m[10], m[7], m[0], m[4], m[13], m[1], m[11], m[12], m[5], m[9], m[14], m[15], m[8])
-
-
-@numba.njit(inline="always")
-def _word(data, i, end):
-    """Little-endian word at data[i:i+4], zero past `end` (block padding)."""
-    w = _U32(0)
-    for k in range(4):
-        if i + k < end:
-            w |= _U32(data[i + k]) << _U32(8 * k)
-    return w
-
-
-@numba.njit(inline="always")
-def _compress(cv, data, pos, end, block_len, flags):
-    m = (
-        _word(data, pos, end), _word(data, pos + 4, end), _word(data, pos + 8, end), _word(data, pos + 12, end),
-        _word(data, pos + 16, end), _word(data, pos + 20, end), _word(data, pos + 24, end), _word(data, pos + 28, end),
-        _word(data, pos + 32, end), _word(data, pos + 36, end), _word(data, pos + 40, end), _word(data, pos + 44, end),
-        _word(data, pos + 48, end), _word(data, pos + 52, end), _word(data, pos + 56, end), _word(data, pos + 60, end),
-    )
-    v = (cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7],
-         _IV[0], _IV[1], _IV[2], _IV[3], _U32(0), _U32(0), _U32(block_len), _U32(flags))
-    for _ in range(6):
-        v = _round(v, m)
-        m = _permute(m)
-    v = _round(v, m)
-    return (v[0] ^ v[8], v[1] ^ v[9], v[2] ^ v[10], v[3] ^ v[11], v[4] ^ v[12], v[5] ^ v[13], v[6] ^ v[14], v[7] ^ v[15])
+def _assemble(offsets, data, valid, row, prefixed, message):
+    """Write the row's message into `message`, zero-padded to whole blocks; its length, or -1 (null or too long)."""
+    length = 0
+    for f in range(offsets.shape[0]):
+        if not valid[f, row]:
+            return -1
+        part = offsets[f, row + 1] - offsets[f, row]
+        length += part + (_digits(part) + 1 if prefixed else 0)
+    if length > CHUNK_BYTES:
+        return -1
+    pos = 0
+    for f in range(offsets.shape[0]):
+        lo = offsets[f, row]
+        part = offsets[f, row + 1] - lo
+        if prefixed:
+            d = _digits(part)
+            for k in range(d):
+                message[pos + d - 1 - k] = np.uint8(48 + part % 10)
+                part //= 10
+            message[pos + d] = np.uint8(58)  # ':'
+            pos += d + 1
+            part = offsets[f, row + 1] - lo
+        message[pos : pos + part] = data[lo : lo + part]
+        pos += part
+    message[pos : max(1, (pos + 63) // 64) * 64] = 0
+    return length
 
 
 @_compiled
-def _hash_rows(offsets, data, valid, key, start, stop, out_bytes, done):
+def _hash_rows(offsets, data, valid, prefixed, key, start, stop, out, done):
     """Digest prefixes of rows start..stop into out; done[row] False = null or too long."""
-    k = (key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7])
-    for row in range(start, stop):
-        lo = offsets[row]
-        n = offsets[row + 1] - lo
-        if not valid[row] or n > CHUNK_BYTES:
-            done[row] = False
-            continue
-        done[row] = True
-        cv = k
-        blocks = max(1, (n + 63) // 64)
-        for b in range(blocks):
-            flags = _KEYED_HASH
-            if b == 0:
-                flags |= _CHUNK_START
-            if b == blocks - 1:
-                flags |= _CHUNK_END | _ROOT
-            cv = _compress(cv, data, lo + 64 * b, lo + n, min(64, n - 64 * b), flags)
-        for i in range(out_bytes.shape[1]):
-            out_bytes[row, i] = np.uint8((cv[i // 4] >> _U32(8 * (i % 4))) & _U32(0xFF))
+    messages = np.zeros((LANES, CHUNK_BYTES + 64), dtype=np.uint8)
+    words = messages.view(np.uint32)  # little-endian machines only (checked at import)
+    lengths = np.zeros(LANES, dtype=np.int64)
+    cv = np.empty((8, LANES), dtype=np.uint32)
+    m = np.empty((16, LANES), dtype=np.uint32)
+    v = np.empty((16, LANES), dtype=np.uint32)
+    saved = np.empty((8, LANES), dtype=np.uint32)
+    block_len = np.zeros(LANES, dtype=np.uint32)
+    flags = np.zeros(LANES, dtype=np.uint32)
+    for first in range(start, stop, LANES):
+        most = 1
+        for lane in range(LANES):
+            row = first + lane
+            lengths[lane] = _assemble(offsets, data, valid, row, prefixed, messages[lane]) if row < stop else -1
+            if row < stop:
+                done[row] = lengths[lane] >= 0
+            most = max(most, (lengths[lane] + 63) // 64)
+        for i in range(8):
+            for lane in range(LANES):
+                cv[i, lane] = key[i]
+        for b in range(most):
+            for lane in range(LANES):
+                n = max(lengths[lane], 0)
+                blocks = max(1, (n + 63) // 64)
+                block_len[lane] = min(64, max(0, n - 64 * b))
+                flags[lane] = _KEYED_HASH | (_CHUNK_START if b == 0 else 0)
+                flags[lane] |= (_CHUNK_END | _ROOT) if b == blocks - 1 else 0
+                for i in range(16):
+                    m[i, lane] = words[lane, 16 * b + i]
+                for i in range(8):
+                    saved[i, lane] = cv[i, lane]
+            _compress(cv, m, block_len, flags, v)
+            for lane in range(LANES):
+                if b >= max(1, (max(lengths[lane], 0) + 63) // 64):  # this lane's message had ended
+                    for i in range(8):
+                        cv[i, lane] = saved[i, lane]
+        for lane in range(LANES):
+            row = first + lane
+            if row < stop and lengths[lane] >= 0:
+                for i in range(out.shape[1]):
+                    out[row, i] = np.uint8((cv[i // 4, lane] >> _U32(8 * (i % 4))) & _U32(0xFF))
 
 
 def keyed_digests(messages: pl.Series, key: bytes, size: int) -> pl.Series:
     """First `size` (<= 32) bytes of keyed BLAKE3 of every String/Binary value; null stays null."""
-    return pl.Series(messages.name, keyed_digests_arrow(messages.to_arrow(), key, size))
+    return pl.Series(messages.name, keyed_digests_arrow([messages.to_arrow()], key, size))
 
 
-def keyed_digests_arrow(array: pa.Array | pa.ChunkedArray, key: bytes, size: int) -> pa.FixedSizeBinaryArray:
-    """`keyed_digests` on an Arrow string or binary array."""
+def keyed_digests_arrow(
+    parts: Sequence[pa.Array | pa.ChunkedArray], key: bytes, size: int, *, length_prefixed: bool = False
+) -> pa.FixedSizeBinaryArray:
+    """Keyed BLAKE3 (first `size` bytes) of each row's parts concatenated; null when any part is null.
+
+    With `length_prefixed`, each part is preceded by its decimal byte length
+    and ':' (the token encoding of `cleanroom.tokens`).
+    """
     if len(key) != 32 or not 0 < size <= 32:
         raise ValueError("keyed BLAKE3 needs a 32-byte key and a digest of 1 to 32 bytes")
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if array.type not in (pa.large_string(), pa.large_binary()):
-        array = array.cast(pa.large_binary())
-    n = len(array)
+    arrays = [_large_binary(p) for p in parts]
+    n = len(arrays[0])
     if n == 0:
         return pa.array([], type=pa.binary(size))
-    _, offsets_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64, count=array.offset + n + 1)[array.offset:]
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-    valid = validity(array)
+    offsets = np.empty((len(arrays), n + 1), dtype=np.int64)
+    datas = []
+    for f, array in enumerate(arrays):
+        raw = np.frombuffer(array.buffers()[1], dtype=np.int64, count=array.offset + n + 1)[array.offset:]
+        offsets[f] = raw + sum(len(d) for d in datas) - raw[0]
+        data_buffer = array.buffers()[2]
+        data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+        datas.append(data[raw[0] : raw[-1]])
+    data = np.concatenate(datas) if len(datas) > 1 else datas[0]
+    valid = np.stack([validity(a) for a in arrays])
     out = np.zeros((n, size), dtype=np.uint8)
     done = np.zeros(n, dtype=np.bool_)
     key_words = np.frombuffer(key, dtype="<u4").astype(np.uint32)
@@ -151,16 +218,28 @@ def keyed_digests_arrow(array: pa.Array | pa.ChunkedArray, key: bytes, size: int
     bounds = np.linspace(0, n, threads + 1).astype(np.int64)
     with ThreadPoolExecutor(threads) as pool:
         for future in [
-            pool.submit(_hash_rows, offsets, data, valid, key_words, bounds[i], bounds[i + 1], out, done)
+            pool.submit(
+                _hash_rows, offsets, data, valid, length_prefixed, key_words, bounds[i], bounds[i + 1], out, done
+            )
             for i in range(threads)
         ]:
             future.result()
-    for row in np.flatnonzero(valid & ~done):  # longer than one chunk
-        message = data[offsets[row] : offsets[row + 1]].tobytes()
+    all_valid = valid.all(axis=0)
+    for row in np.flatnonzero(all_valid & ~done):  # longer than one chunk
+        message = b"".join(
+            (f"{e - s}:".encode() if length_prefixed else b"") + data[s:e].tobytes()
+            for s, e in zip(offsets[:, row], offsets[:, row + 1], strict=True)
+        )
         out[row] = np.frombuffer(blake3.blake3(message, key=key).digest(size), dtype=np.uint8)
     return pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(size), n, [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(out)]
+        pa.binary(size), n, [pa.py_buffer(np.packbits(all_valid, bitorder="little")), pa.py_buffer(out)]
     )
+
+
+def _large_binary(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array if array.type == pa.large_binary() else array.cast(pa.large_binary())
 
 
 def validity(array: pa.Array) -> np.ndarray:
@@ -194,3 +273,7 @@ def warm_up() -> threading.Thread:
     thread = threading.Thread(target=keyed_digests, args=(pl.Series(["warm-up"]), bytes(32), 16), daemon=True)
     thread.start()
     return thread
+
+
+if sys.byteorder != "little":  # the kernel reads message words through a native uint32 view
+    raise ImportError("cleanroom's BLAKE3 kernel supports little-endian machines only")

@@ -7,7 +7,8 @@ Token construction (format version 2), pinned by tests/vectors/tokens.json:
     token    = BLAKE3(key = subkey, msg = encoding)[:16]              (keyed mode)
 
 A key with any missing field has no token. Whole columns are hashed at once by
-the compiled kernel in `cleanroom.keyed_blake3`.
+the compiled kernel in `cleanroom.keyed_blake3`, which assembles the encoding
+from the field columns itself.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from cleanroom.keyed_blake3 import first_occurrences, keyed_digests, keyed_digests_arrow, validity
+from cleanroom.keyed_blake3 import first_occurrences, keyed_digests_arrow, validity
 from cleanroom.keys.secret import ConsortiumKey
 
 FORMAT_VERSION = 2
@@ -31,42 +32,51 @@ TOKEN_BYTES = 16
 HANDLE_BYTES = 16
 
 
-def encoding(fields: Sequence[pl.Expr]) -> pl.Expr:
-    """The length-prefixed message of a tuple of normalized String fields; null if any is null."""
-    parts: list[pl.Expr] = []
-    for field in fields:
-        parts += [field.str.len_bytes().cast(pl.String), pl.lit(":"), field]
-    return pl.concat_str(parts, ignore_nulls=False)
-
-
-def combinations(field_sources: Sequence[Sequence[pl.Expr]]) -> list[pl.Expr]:
-    """Encodings of one match key, one per combination of source columns.
+def combinations(field_sources: Sequence[Sequence[pl.Expr]]) -> list[tuple[pl.Expr, ...]]:
+    """The field tuples of one match key, one per combination of source columns.
 
     `field_sources[i]` holds one expression per input column that provides the
     key's i-th field (email and email_2 both give "email").
     """
-    return [encoding(combo) for combo in itertools.product(*field_sources)]
+    return list(itertools.product(*field_sources))
 
 
 def token_expr(fields: Sequence[pl.Expr], subkey: bytes) -> pl.Expr:
     """Binary 16-byte token of a tuple of normalized String fields; null if any is null."""
-    hash_column = partial(keyed_digests, key=subkey, size=TOKEN_BYTES)
-    return encoding(fields).map_batches(hash_column, return_dtype=pl.Binary)
+    return _fields_struct(fields).map_batches(partial(_tokens, key=subkey), return_dtype=pl.Binary)
 
 
-def token_list(encodings: Sequence[pl.Expr], subkey: bytes) -> pl.Expr:
-    """A row's distinct tokens of one key (one per non-null encoding) as a list; null when none."""
-    return pl.struct([e.alias(f"e{i}") for i, e in enumerate(encodings)]).map_batches(
-        partial(_distinct_tokens, key=subkey), return_dtype=pl.List(pl.Binary)
+def token_list(combos: Sequence[Sequence[pl.Expr]], subkey: bytes) -> pl.Expr:
+    """A row's distinct tokens of one key (one per field tuple without nulls) as a list; null when none."""
+    distinct: list[pl.Expr] = []
+    for field in (f for combo in combos for f in combo):
+        if not any(field.meta.eq(seen) for seen in distinct):
+            distinct.append(field)
+    positions = [tuple(next(i for i, d in enumerate(distinct) if f.meta.eq(d)) for f in combo) for combo in combos]
+    return _fields_struct(distinct).map_batches(
+        partial(_distinct_tokens, combos=positions, key=subkey), return_dtype=pl.List(pl.Binary)
     )
 
 
-def _distinct_tokens(encodings: pl.Series, key: bytes) -> pl.Series:
-    """List of each row's distinct tokens in encoding order (null when none), from a struct of encodings."""
-    n = len(encodings)
+def _fields_struct(fields: Sequence[pl.Expr]) -> pl.Expr:
+    return pl.struct([f.cast(pl.String).alias(f"f{i}") for i, f in enumerate(fields)])
+
+
+def _tokens(fields: pl.Series, key: bytes) -> pl.Series:
+    """Tokens of each row's field tuple, from a struct of the fields in key order."""
+    parts = [column.to_arrow() for column in fields.struct.unnest()]
+    return pl.Series(fields.name, keyed_digests_arrow(parts, key, TOKEN_BYTES, length_prefixed=True))
+
+
+def _distinct_tokens(fields: pl.Series, combos: list[tuple[int, ...]], key: bytes) -> pl.Series:
+    """List of each row's distinct tokens in combination order (null when none), from a struct of the fields."""
+    n = len(fields)
     if n == 0:
-        return pl.Series(encodings.name, [], dtype=pl.List(pl.Binary))
-    digests = [keyed_digests_arrow(column.to_arrow(), key, TOKEN_BYTES) for column in encodings.struct.unnest()]
+        return pl.Series(fields.name, [], dtype=pl.List(pl.Binary))
+    columns = [column.to_arrow() for column in fields.struct.unnest()]
+    digests = [
+        keyed_digests_arrow([columns[i] for i in combo], key, TOKEN_BYTES, length_prefixed=True) for combo in combos
+    ]
     tokens = np.stack([np.frombuffer(d.buffers()[1], dtype=np.uint8).reshape(n, TOKEN_BYTES) for d in digests], 1)
     keep = first_occurrences(tokens.view(np.uint64), np.stack([validity(d) for d in digests], 1))
     counts = keep.sum(axis=1)
@@ -76,7 +86,7 @@ def _distinct_tokens(encodings: pl.Series, key: bytes) -> pl.Series:
         pa.binary(TOKEN_BYTES), int(offsets[-1]), [None, pa.py_buffer(np.ascontiguousarray(tokens[keep]))]
     )
     lists = pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=pa.array(counts == 0))
-    return pl.Series(encodings.name, lists).cast(pl.List(pl.Binary))
+    return pl.Series(fields.name, lists).cast(pl.List(pl.Binary))
 
 
 def token(values: Sequence[str | None], subkey: bytes) -> bytes | None:

@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cleanroom.keyed_blake3 import keyed_digests
+import pyarrow as pa
+
+from cleanroom.keyed_blake3 import keyed_digests, keyed_digests_arrow
 
 KEY = bytes(range(32))
 
@@ -22,6 +24,25 @@ def test_equals_blake3_package(messages, key, size):
     want = [None if m is None else blake3.blake3(m, key=key).digest(size) for m in messages]
     assert got.to_list() == want
     assert got.name == "m"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 3).flatmap(
+        lambda k: st.lists(st.lists(st.one_of(st.none(), st.binary(max_size=600)), min_size=k, max_size=k), max_size=40)
+    ),
+    st.booleans(),
+)
+def test_parts_equal_blake3_of_their_concatenation(rows, length_prefixed):
+    """Rows of several parts (optionally length-prefixed, the token encoding): lanes, blocks and chunks."""
+    width = len(rows[0]) if rows else 1
+    parts = [pa.array([row[f] for row in rows], type=pa.binary()) for f in range(width)]
+    got = keyed_digests_arrow(parts, KEY, 16, length_prefixed=length_prefixed).to_pylist()
+
+    def message(row):
+        return b"".join((f"{len(p)}:".encode() if length_prefixed else b"") + p for p in row)
+
+    assert got == [None if None in row else blake3.blake3(message(row), key=KEY).digest(16) for row in rows]
 
 
 @pytest.mark.parametrize("length", [0, 1, 63, 64, 65, 127, 128, 129, 1023, 1024, 1025, 2048, 3000])
