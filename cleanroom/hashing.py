@@ -176,24 +176,18 @@ class HashPlan:
             rows_with_token=counted["with_token"],
             tokens_per_key={k: counted[f"key:{k}"] for k in self.tokens},
         )
-        present = {c: pl.col(c).cast(pl.String).str.contains(r"\S").fill_null(False) for c in self.columns}
-        stats = work.select(
-            *[(~present[c]).sum().alias(f"missing:{c}") for c in self.columns],
-            *[(present[c] & pl.col(self.primaries[c]).is_null()).sum().alias(f"invalid:{c}") for c in self.columns],
-        ).row(0, named=True)
         for column, field_type in self.columns.items():
-            invalid = stats[f"invalid:{column}"]
+            # a normalized value implies a present one: only rows without one are looked at
+            unusable = work.select(column, self.primaries[column]).filter(pl.col(self.primaries[column]).is_null())
+            invalid = unusable.filter(pl.col(column).cast(pl.String).str.contains(r"\S").fill_null(False))
             reasons: dict[str, int] = {}
-            if field_type == "email" and invalid:
-                reason = normalize.email_invalid_reason(pl.col(column))
-                counts = work.filter(present[column] & pl.col(self.primaries[column]).is_null()).group_by(
-                    reason.alias("reason")
-                ).len()
+            if field_type == "email" and invalid.height:
+                counts = invalid.group_by(normalize.email_invalid_reason(pl.col(column)).alias("reason")).len()
                 reasons = {r: n for r, n in counts.iter_rows() if r is not None}
             summary.fields.append(
                 FieldStats(
                     column=column, field_type=field_type, reasons=reasons,
-                    missing=stats[f"missing:{column}"], invalid=invalid,
+                    missing=unusable.height - invalid.height, invalid=invalid.height,
                 )
             )
         return summary
