@@ -26,6 +26,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from cleanroom.compiled import compiled
+
 CHUNK_BYTES = 1024
 LANES = 16
 _U32 = np.uint32
@@ -45,14 +47,6 @@ def _message_schedule() -> np.ndarray:
 
 
 _SCHEDULE = _message_schedule()
-
-
-def _compiled(function):
-    """Compile with an on-disk cache; without a writable cache location, compile once per process."""
-    try:
-        return numba.njit(nogil=True, cache=True)(function)
-    except RuntimeError:
-        return numba.njit(nogil=True)(function)
 
 
 @numba.njit(inline="always")
@@ -136,7 +130,7 @@ def _assemble(offsets, data, valid, row, prefixed, message):
     return length
 
 
-@_compiled
+@compiled
 def _hash_rows(offsets, data, valid, prefixed, key, start, stop, out, done):
     """Digest prefixes of rows start..stop into out; done[row] False = null or too long."""
     messages = np.zeros((LANES, CHUNK_BYTES + 64), dtype=np.uint8)
@@ -250,7 +244,7 @@ def validity(array: pa.Array) -> np.ndarray:
     return bits[array.offset : array.offset + len(array)].astype(np.bool_)
 
 
-@_compiled
+@compiled
 def first_occurrences(words, valid):
     """keep[i, j]: valid[i, j] and row i's j-th 128-bit value (two uint64 words) not seen before in the row."""
     rows, width = valid.shape

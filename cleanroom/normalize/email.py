@@ -10,8 +10,13 @@ LDH labels and an alphabetic TLD).
 
 from __future__ import annotations
 
+import numba
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
+from cleanroom.compiled import compiled
+from cleanroom.keyed_blake3 import validity
 from cleanroom.normalize.generic import nfkc
 
 VERSION = "1"
@@ -62,41 +67,149 @@ def _frame(raw: pl.Series) -> pl.DataFrame:
     )
 
 
-def _canonical(raw: pl.Series) -> pl.Series:
-    """Canonical email or null; the same as ``_frame(raw)["email"]``, in fewer passes.
+_ATEXT = np.zeros(128, dtype=np.bool_)  # RFC 5322 atext, lowercase (no '+': it starts the tag)
+for _c in "abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*/=?^_`{|}~-":
+    _ATEXT[ord(_c)] = True
+_GMAIL_BYTES = tuple(np.frombuffer(d.encode(), dtype=np.uint8) for d in _GMAIL)
+_MAILTO = np.frombuffer(b"mailto:", dtype=np.uint8)
+_CANONICAL_GMAIL = np.frombuffer(b"@gmail.com", dtype=np.uint8)
+_NULL, _DONE, _NOT_ASCII = 0, 1, 2
 
-    One regular expression decides validity (exactly one '@', a valid local
-    part before an optional +tag, a valid domain); byte offsets of the first
-    '+' and '@' then cut the local part and the domain, which are ASCII
-    whenever the address is valid.
+
+@numba.njit(inline="always")
+def _lower(c):
+    return c + 32 if 65 <= c <= 90 else c
+
+
+@numba.njit(inline="always")
+def _domain_ok(data, lo, hi):
+    """LDH labels (1-63, no hyphen at either end) then an alphabetic TLD of 2-63 letters."""
+    start, labels = lo, 0
+    for i in range(lo, hi + 1):
+        if i < hi and data[i] != 46:  # '.'
+            continue
+        n = i - start
+        if i == hi:  # the TLD
+            if labels == 0 or n < 2 or n > 63:
+                return False
+            for k in range(start, i):
+                if not 97 <= _lower(data[k]) <= 122:
+                    return False
+            return True
+        if n < 1 or n > 63 or data[start] == 45 or data[i - 1] == 45:
+            return False
+        for k in range(start, i):
+            c = _lower(data[k])
+            if not (97 <= c <= 122 or 48 <= c <= 57 or c == 45):
+                return False
+        labels += 1
+        start = i + 1
+    return False
+
+
+@numba.njit(inline="always")
+def _is(data, lo, hi, word):
+    if hi - lo != len(word):
+        return False
+    for k in range(len(word)):
+        if _lower(data[lo + k]) != word[k]:
+            return False
+    return True
+
+
+@compiled
+def _canonical_ascii(offsets, data, valid, atext, mailto, gmail, googlemail, canonical_gmail, out_offsets, out_data, status):
+    """The rules of `_frame` for ASCII values in one pass; status per row: null, done, or not ASCII."""
+    pos = 0
+    for row in range(len(offsets) - 1):
+        out_offsets[row] = pos
+        status[row] = _NULL
+        if not valid[row]:
+            continue
+        lo, hi = offsets[row], offsets[row + 1]
+        ascii = True
+        for i in range(lo, hi):
+            if data[i] >= 128:
+                ascii = False
+                break
+        if not ascii:
+            status[row] = _NOT_ASCII
+            continue
+        while lo < hi and (9 <= data[lo] <= 13 or data[lo] == 32):
+            lo += 1
+        while hi > lo and (9 <= data[hi - 1] <= 13 or data[hi - 1] == 32):
+            hi -= 1
+        if hi - lo >= len(mailto) and _is(data, lo, lo + len(mailto), mailto):
+            lo += len(mailto)
+        while lo < hi and (data[lo] == 32 or data[lo] == 9 or data[lo] == 60 or data[lo] == 62):
+            lo += 1
+        while hi > lo and (data[hi - 1] == 32 or data[hi - 1] == 9 or data[hi - 1] == 60 or data[hi - 1] == 62):
+            hi -= 1
+        i, after_dot = lo, True
+        while i < hi and data[i] != 43 and data[i] != 64:  # the local part ends at '+' or '@'
+            c = _lower(data[i])
+            if c == 46:
+                if after_dot:
+                    break
+                after_dot = True
+            elif atext[c]:
+                after_dot = False
+            else:
+                break
+            i += 1
+        local_end = i
+        if local_end == lo or after_dot or (i < hi and data[i] != 43 and data[i] != 64):
+            continue
+        while i < hi and data[i] != 64:  # the tag: anything but '@'
+            i += 1
+        if i == hi:
+            continue
+        at = i
+        local_n, domain_n = local_end - lo, hi - at - 1
+        if local_n > 64 or domain_n > 253 or local_n + domain_n > 253 or not _domain_ok(data, at + 1, hi):
+            continue
+        is_gmail = _is(data, at + 1, hi, gmail) or _is(data, at + 1, hi, googlemail)
+        for k in range(lo, local_end):
+            if not (is_gmail and data[k] == 46):
+                out_data[pos] = _lower(data[k])
+                pos += 1
+        if is_gmail:
+            for c in canonical_gmail:
+                out_data[pos] = c
+                pos += 1
+        else:
+            for k in range(at, hi):
+                out_data[pos] = _lower(data[k])
+                pos += 1
+        status[row] = _DONE
+    out_offsets[len(offsets) - 1] = pos
+
+
+def _canonical(raw: pl.Series) -> pl.Series:
+    """Canonical email or null; the same as ``_frame(raw)["email"]``, in one compiled pass.
+
+    ASCII values (nearly all) go through `_canonical_ascii`; the others through `_frame`.
     """
-    s, at, n = pl.col("s"), pl.col("at"), pl.col("n")
-    local_n = pl.coalesce(pl.col("plus"), at)
-    domain_n = n - at - 1
-    local, domain = pl.col("local"), pl.col("domain")
-    return (
-        pl.LazyFrame({"s": nfkc(raw.cast(pl.String))})
-        .with_columns(_clean(s))
-        .with_columns(
-            ok=s.str.contains(_VALID).fill_null(False),
-            at=s.str.find("@", literal=True),
-            plus=s.str.find("+", literal=True),
-            n=s.str.len_bytes(),
-        )
-        .with_columns(ok=pl.col("ok") & (local_n <= 64) & (domain_n <= 253) & (local_n + domain_n <= 253))
-        .select(
-            local=pl.when("ok").then(s.str.head(local_n)),
-            domain=pl.when("ok").then(s.str.tail(domain_n)),
-        )
-        .select(
-            pl.when(domain.is_in(_GMAIL))
-            .then(local.str.replace_all(".", "", literal=True) + "@gmail.com")
-            .otherwise(local + "@" + domain)
-            .alias(raw.name)
-        )
-        .collect()
-        .to_series()
-    )
+    array = raw.cast(pl.String).to_arrow()
+    array = (array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array).cast(pa.large_string())
+    n = len(array)
+    if n == 0:
+        return raw.cast(pl.String)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=array.offset + n + 1)[array.offset :]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if array.buffers()[2] else np.zeros(0, np.uint8)
+    out_offsets = np.empty(n + 1, dtype=np.int64)
+    out_data = np.empty(max(1, len(data)), dtype=np.uint8)
+    status = np.empty(n, dtype=np.uint8)
+    _canonical_ascii(offsets, data, validity(array), _ATEXT, _MAILTO, *_GMAIL_BYTES, _CANONICAL_GMAIL,
+                     out_offsets, out_data, status)
+    done = status == _DONE
+    out = pl.Series(raw.name, pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(out_offsets), pa.py_buffer(out_data), pa.py_buffer(np.packbits(done, bitorder="little")),
+    ))
+    others = pl.Series(np.flatnonzero(status == _NOT_ASCII))
+    if others.len():
+        out = out.scatter(others, _frame(raw.cast(pl.String).gather(others))["email"])
+    return out
 
 
 def email_invalid_reason(expr: pl.Expr) -> pl.Expr:
