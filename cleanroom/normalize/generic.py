@@ -99,12 +99,16 @@ def _via_codes(s: pl.Series, fn: Callable[[pl.Series], pl.Series]) -> pl.Series:
 
 
 def map_distinct(expr: pl.Expr, fn: Callable[[str], str | None]) -> pl.Expr:
-    """Apply a per-value Python function once per distinct non-null value of each batch."""
+    """Apply a per-value Python function once per distinct non-null value of each batch.
+
+    Not declared elementwise: polars would split a column into pieces and
+    deduplicate each piece on its own, repeating the work for shared values.
+    """
 
     def mapped(values: pl.Series) -> pl.Series:
         return pl.Series([None if v is None else fn(v) for v in values.to_list()], dtype=pl.String)
 
-    return expr.map_batches(lambda s: _via_codes(s, mapped), return_dtype=pl.String, is_elementwise=True)
+    return expr.map_batches(lambda s: _via_codes(s, mapped), return_dtype=pl.String)
 
 
 def via_distinct(expr: pl.Expr, normalizer: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
@@ -114,13 +118,13 @@ def via_distinct(expr: pl.Expr, normalizer: Callable[[pl.Expr], pl.Expr]) -> pl.
     few thousand before any string work runs. The normalizer must begin by
     casting to String (``as_text``), so that running it on the String form of
     the values gives what it gives on the values themselves, and must map null
-    to null.
+    to null. Not declared elementwise, for the reason given in `map_distinct`.
     """
 
     def run(values: pl.Series) -> pl.Series:
         return pl.DataFrame({"v": values}).select(normalizer(pl.col("v"))).to_series()
 
-    return expr.map_batches(lambda s: _via_codes(s, run), return_dtype=pl.String, is_elementwise=True)
+    return expr.map_batches(lambda s: _via_codes(s, run), return_dtype=pl.String)
 
 
 def _generic(expr: pl.Expr) -> pl.Expr:
