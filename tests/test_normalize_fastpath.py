@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cleanroom.normalize import FIELD_TYPES, derive, email, generic
+from cleanroom.normalize import FIELD_TYPES, derive, email, generic, phone
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 values = st.lists(st.one_of(st.none(), st.text(max_size=30), st.sampled_from(["Bob", " bob ", "BOB", "", "02134"])),
@@ -90,3 +90,14 @@ def test_email_edges_equal_stepwise_rules() -> None:
 def test_email_fast_path_on_odd_characters(items: list) -> None:
     raw = pl.Series("x", items, dtype=pl.String)
     assert email._canonical(raw).equals(email._frame(raw)["email"].alias("x"))
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="0123456789 +-().#/xXeEtTnN.\t\x0b\n", max_size=30),
+                          st.builds(lambda a, b, c: f"{a}{b}{c}", st.sampled_from(["", " +1 ", "(202) "]),
+                                    st.from_regex(r"[0-9]{3}-[0-9]{4}", fullmatch=True),
+                                    st.sampled_from(["", ".0", " ext. 12", "x1234567", " #12345678", "EXT 9"]))),
+                min_size=1, max_size=30))
+def test_phone_compiled_cleaning_equals_stepwise_rules(items: list) -> None:
+    raw = pl.Series("x", items + ["+٣1 202 456 1111", "\xa0202 456 1111 x12"], dtype=pl.String)
+    assert phone.clean(raw).equals(phone._clean_stepwise(raw).alias("x"))

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 from functools import cache, partial
 
+import numba
+import numpy as np
 import phonenumbers
 import polars as pl
+import pyarrow as pa
 from phonenumbers import PhoneMetadata
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
+from cleanroom.compiled import compiled
 from cleanroom.errors import SpecError
+from cleanroom.keyed_blake3 import validity
 from cleanroom.normalize.generic import map_distinct
 
 VERSION = "1"
@@ -60,7 +65,7 @@ def _parse(value: str, region: str) -> str | None:
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
-def clean(raw: pl.Series) -> pl.Series:
+def _clean_stepwise(raw: pl.Series) -> pl.Series:
     """Digits with an optional leading '+'; extension and a float's ``.0`` removed; null unless 3-17 digits."""
     s, digits = pl.col("s"), pl.col("digits")
     frame = (
@@ -86,6 +91,104 @@ def clean(raw: pl.Series) -> pl.Series:
         .collect()
         .to_series()
     )
+
+
+_EXTENSION_WORDS = tuple(np.frombuffer(w, dtype=np.uint8) for w in (b"extension", b"ext.", b"ext", b"x", b"#"))
+
+
+@numba.njit(inline="always")
+def _space(c):
+    return 9 <= c <= 13 or c == 32
+
+
+@numba.njit(inline="always")
+def _ends_with(data, lo, end, word):
+    """data[lo:end] ends with `word` (ASCII letters compared case-insensitively)."""
+    if end - lo < len(word):
+        return False
+    for k in range(len(word)):
+        c = data[end - len(word) + k]
+        if (c + 32 if 65 <= c <= 90 else c) != word[k]:
+            return False
+    return True
+
+
+@compiled
+def _clean_ascii(offsets, data, valid, words, out_offsets, out_data, status):
+    """The rules of `_clean_stepwise` for ASCII values in one pass; status per row: null, done, or not ASCII."""
+    pos = 0
+    for row in range(len(offsets) - 1):
+        out_offsets[row] = pos
+        status[row] = 0
+        if not valid[row]:
+            continue
+        lo, hi = offsets[row], offsets[row + 1]
+        ascii = True
+        for i in range(lo, hi):
+            if data[i] >= 128:
+                ascii = False
+                break
+        if not ascii:
+            status[row] = 2
+            continue
+        while lo < hi and _space(data[lo]):
+            lo += 1
+        while hi > lo and _space(data[hi - 1]):
+            hi -= 1
+        if hi - lo >= 2 and data[hi - 2] == 46 and data[hi - 1] == 48:  # a float's ".0"
+            hi -= 2
+        end = hi  # an extension: a keyword, optional space, then 1-7 final digits
+        while end > lo and 48 <= data[end - 1] <= 57:
+            end -= 1
+        if 1 <= hi - end <= 7:
+            while end > lo and _space(data[end - 1]):
+                end -= 1
+            for word in words:
+                if _ends_with(data, lo, end, word):
+                    hi = end - len(word)
+                    break
+        plus, digits = False, 0
+        for i in range(lo, hi):
+            if 48 <= data[i] <= 57:
+                digits += 1
+            elif data[i] == 43 and digits == 0:
+                plus = True
+        if not 3 <= digits <= 17:
+            continue
+        if plus:
+            out_data[pos] = 43
+            pos += 1
+        for i in range(lo, hi):
+            if 48 <= data[i] <= 57:
+                out_data[pos] = data[i]
+                pos += 1
+        status[row] = 1
+    out_offsets[len(offsets) - 1] = pos
+
+
+def clean(raw: pl.Series) -> pl.Series:
+    """Digits with an optional leading '+'; extension and a float's ``.0`` removed; null unless 3-17 digits.
+
+    ASCII values (nearly all) go through `_clean_ascii`; the others through `_clean_stepwise`.
+    """
+    array = raw.cast(pl.String).to_arrow()
+    array = (array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array).cast(pa.large_string())
+    n = len(array)
+    if n == 0:
+        return raw.cast(pl.String)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=array.offset + n + 1)[array.offset :]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if array.buffers()[2] else np.zeros(0, np.uint8)
+    out_offsets = np.empty(n + 1, dtype=np.int64)
+    out_data = np.empty(len(data) + n, dtype=np.uint8)
+    status = np.empty(n, dtype=np.uint8)
+    _clean_ascii(offsets, data, validity(array), _EXTENSION_WORDS, out_offsets, out_data, status)
+    out = pl.Series(raw.name, pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(out_offsets), pa.py_buffer(out_data), pa.py_buffer(np.packbits(status == 1, bitorder="little")),
+    ))
+    others = pl.Series(np.flatnonzero(status == 2))
+    if others.len():
+        out = out.scatter(others, _clean_stepwise(raw.cast(pl.String).gather(others)))
+    return out
 
 
 def _series(raw: pl.Series, region: str, code: int) -> pl.Series:
