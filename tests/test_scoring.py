@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanroom import hash_file, hash_frame, load_spec, new_key
+from cleanroom.broker.duplicates import components, list_persons, same_person_keys
 from cleanroom.broker.load import LoadedBundle
 from cleanroom.broker.match import reference_index
 from cleanroom.broker.scoring import (
@@ -275,3 +276,50 @@ def test_scored_links_on_the_birth_date_carry_the_year(scored_bundles):
     with_dob = rules.filter(rules.list.contains("dob"))
     assert len(with_dob) > 0
     assert with_dob.list.contains("birth_year").all()
+
+
+edges_st = st.lists(st.tuples(st.integers(0, 19), st.integers(0, 19)), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(edges_st)
+def test_list_components_are_the_connected_components(edges):
+    """Two rows share a label exactly when a path of edges joins them; the label is the smallest row."""
+    a = np.array([e[0] for e in edges], np.int64)
+    b = np.array([e[1] for e in edges], np.int64)
+    labels = components(20, a, b)
+    parent = list(range(20))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for x, y in edges:
+        parent[max(find(x), find(y))] = min(find(x), find(y))
+    assert [int(v) for v in labels] == [min(r for r in range(20) if find(r) == find(i)) for i in range(20)]
+
+
+def test_same_person_keys_need_a_name_and_the_birth_date():
+    spec = load_spec(SCORED_SPEC)
+    chosen = set(same_person_keys(spec.all_keys))
+    assert {"last_dob", "c3_first_canon_last_dob", "dl_last_dob_zip5",
+            "p3_first_phonetic_last_phonetic_birth_year"} <= chosen
+    # a name with only the year and a zip, or a birth date without a name, is shared by strangers
+    assert not chosen & {"p3_first_phonetic_birth_year_zip5", "c3_dob_zip5_house_number", "phone", "email"}
+
+
+def test_rows_sharing_a_name_and_birth_date_are_one_list_person(scored_bundles):
+    _, partners = scored_bundles
+    for partner in partners:
+        labels = list_persons(partner)
+        assert len(labels) == partner.manifest.row_count
+        for key in ["email", "c3_first_canon_last_dob"]:
+            tokens = partner.key_tokens(key, "p_idx").collect()
+            shared = (
+                tokens.with_columns(labels.gather(tokens["p_idx"]).alias("person"))
+                .group_by("token").agg(pl.col("person").n_unique(), pl.len())
+                .filter(pl.col("len") > 1)
+            )
+            assert (shared["person"] == 1).all()
+        assert labels.n_unique() < partner.manifest.row_count  # the hard profile lists people twice
