@@ -156,9 +156,10 @@ def _write_bundle(folder: Path, tokens: pl.DataFrame, *, identity, key, spec, ki
         file_digest,
         sign_manifest,
     )
+    from cleanroom.tokens import unpacked
 
     folder.mkdir(parents=True)
-    table = tokens.sort("handle").to_arrow()
+    table = pl.from_arrow(unpacked(tokens)).sort("handle").to_arrow()
     with pq.ParquetWriter(folder / TOKENS_FILE, table.schema, compression="none", store_schema=False) as writer:
         for start in range(0, table.num_rows, ROW_GROUP):
             writer.write_table(table.slice(start, ROW_GROUP))

@@ -30,6 +30,8 @@ FORMAT_VERSION = 2
 TOKEN_SCHEME = "blake3-keyed-128/2"
 TOKEN_BYTES = 16
 HANDLE_BYTES = 16
+PACKED = pl.Array(pl.UInt8, TOKEN_BYTES)
+"""Handles and tokens while a bundle is made: fixed-size arrays, cheap to shuffle; `unpacked` gives binary."""
 
 
 def combinations(field_sources: Sequence[Sequence[pl.Expr]]) -> list[tuple[pl.Expr, ...]]:
@@ -47,14 +49,14 @@ def token_expr(fields: Sequence[pl.Expr], subkey: bytes) -> pl.Expr:
 
 
 def token_list(combos: Sequence[Sequence[pl.Expr]], subkey: bytes) -> pl.Expr:
-    """A row's distinct tokens of one key (one per field tuple without nulls) as a list; null when none."""
+    """A row's distinct tokens of one key (one per field tuple without nulls) as a list of `PACKED`; null when none."""
     distinct: list[pl.Expr] = []
     for field in (f for combo in combos for f in combo):
         if not any(field.meta.eq(seen) for seen in distinct):
             distinct.append(field)
     positions = [tuple(next(i for i, d in enumerate(distinct) if f.meta.eq(d)) for f in combo) for combo in combos]
     return _fields_struct(distinct).map_batches(
-        partial(_distinct_tokens, combos=positions, key=subkey), return_dtype=pl.List(pl.Binary)
+        partial(_distinct_tokens, combos=positions, key=subkey), return_dtype=pl.List(PACKED)
     )
 
 
@@ -72,7 +74,7 @@ def _distinct_tokens(fields: pl.Series, combos: list[tuple[int, ...]], key: byte
     """List of each row's distinct tokens in combination order (null when none), from a struct of the fields."""
     n = len(fields)
     if n == 0:
-        return pl.Series(fields.name, [], dtype=pl.List(pl.Binary))
+        return pl.Series(fields.name, [], dtype=pl.List(PACKED))
     columns = [column.to_arrow() for column in fields.struct.unnest()]
     digests = [
         keyed_digests_arrow([columns[i] for i in combo], key, TOKEN_BYTES, length_prefixed=True) for combo in combos
@@ -82,11 +84,9 @@ def _distinct_tokens(fields: pl.Series, combos: list[tuple[int, ...]], key: byte
     counts = keep.sum(axis=1)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    values = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(TOKEN_BYTES), int(offsets[-1]), [None, pa.py_buffer(np.ascontiguousarray(tokens[keep]))]
-    )
+    values = pa.FixedSizeListArray.from_arrays(pa.array(tokens[keep].ravel()), TOKEN_BYTES)
     lists = pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=pa.array(counts == 0))
-    return pl.Series(fields.name, lists).cast(pl.List(pl.Binary))
+    return pl.Series(fields.name, lists)
 
 
 def token(values: Sequence[str | None], subkey: bytes) -> bytes | None:
@@ -103,7 +103,30 @@ def subkeys(key: ConsortiumKey, match_keys: Sequence[str]) -> dict[str, bytes]:
 
 
 def random_handles(n: int) -> pl.Series:
-    """Fresh random 128-bit row handles from the OS CSPRNG."""
-    raw = pa.py_buffer(secrets.token_bytes(n * HANDLE_BYTES))
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(HANDLE_BYTES), n, [None, raw])
-    return pl.Series("handle", fixed)
+    """Fresh random 128-bit row handles from the OS CSPRNG, `PACKED`."""
+    raw = np.frombuffer(secrets.token_bytes(n * HANDLE_BYTES), dtype=np.uint8).reshape(n, HANDLE_BYTES)
+    return pl.Series("handle", raw, dtype=PACKED)
+
+
+def unpacked(frame: pl.DataFrame) -> pa.Table:
+    """`frame` as Arrow, its `PACKED` columns (and lists of them) as the bundle's large binary values."""
+    table = frame.to_arrow()
+    return pa.table({name: _unpack(table[name].combine_chunks()) for name in table.column_names})
+
+
+def _unpack(array: pa.Array) -> pa.Array:
+    if pa.types.is_fixed_size_list(array.type):
+        return _binary(array)
+    if pa.types.is_large_list(array.type) and pa.types.is_fixed_size_list(array.type.value_type):
+        offsets = np.asarray(array.offsets)
+        return pa.LargeListArray.from_arrays(
+            pa.array(offsets - offsets[0]), _binary(array.flatten()), mask=array.is_null()
+        )
+    return array
+
+
+def _binary(fixed: pa.FixedSizeListArray) -> pa.LargeBinaryArray:
+    n, size = len(fixed), fixed.type.list_size
+    offsets = np.arange(0, size * (n + 1), size, dtype=np.int64)
+    data = np.ascontiguousarray(fixed.flatten())
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
