@@ -8,14 +8,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cleanroom import hash_file, hash_frame, load_spec, new_key
+from cleanroom import (
+    create_identity,
+    hash_file,
+    hash_frame,
+    load_identity,
+    load_spec,
+    new_key,
+)
 from cleanroom.broker.duplicates import components, list_persons, same_person_keys
-from cleanroom.broker.load import LoadedBundle
+from cleanroom.broker.engine import run_match
+from cleanroom.broker.load import LoadedBundle, load_inputs
 from cleanroom.broker.match import reference_index
 from cleanroom.broker.scoring import (
+    FEATURE_LEVELS,
     MAX_HOLDERS,
     MIN_POSTERIOR,
     candidate_pairs,
+    feature_agreement,
+    feature_levels,
+    features_of,
     fit_em,
     implied_agreement,
     key_masks,
@@ -25,6 +37,7 @@ from cleanroom.broker.scoring import (
     threshold_for,
 )
 from cleanroom.bundle import verify_bundle
+from cleanroom.evaluate import evaluate
 from cleanroom.spec import KeySet, MatchSpec
 from cleanroom.synth import generate_partners, generate_voters, write_frame
 
@@ -117,6 +130,37 @@ def test_em_recovers_known_m_and_prior():
     m, prior = fit_em(patterns, np.ones_like(patterns, bool), counts.astype(float), np.clip(u, 1e-3, 1))
     assert abs(prior - prior_true) < 0.02
     assert np.allclose(m, m_true, atol=0.03)
+
+
+def test_a_phonetic_code_nests_under_its_name():
+    """The phonetic code is the partial level of its name, so an exact name is counted once; a group with two
+    plain name fields (first and first_canon) keeps the code as a feature of its own."""
+    fields = ["birth_year", "dob", "first_canon", "first_phonetic", "last", "last_phonetic", "zip5"]
+    features = {f.name: f for f in features_of(fields)}
+    assert list(features) == ["birth_year", "dob", "first_canon", "last", "zip5"]
+    assert features["first_canon"].partial == 3 and features["last"].partial == 5 and features["dob"].partial is None
+    both = {f.name: f.partial for f in features_of(["first", "first_canon", "first_phonetic", "last"])}
+    assert both == {"first": None, "first_canon": None, "first_phonetic": None, "last": None}
+
+
+def test_feature_levels_and_their_random_agreement():
+    fields = ["first_canon", "first_phonetic", "zip5"]  # bits 1, 2, 4
+    features = features_of(fields)
+    exact = np.array([3, 2, 0, 4, 4])
+    fuzzy = np.array([0, 0, 1, 0, 0])
+    observed = np.array([7, 7, 7, 7, 4])
+    levels, seen = feature_levels(exact, fuzzy, observed, features)
+    top = len(FEATURE_LEVELS) - 1
+    # exact name (code implied), code only, fuzzy name, names disagreeing, names unknown
+    assert levels[:, 0].tolist() == [top, 1, 2, 0, 0]
+    assert seen[:, 0].tolist() == [True, True, True, True, False]
+    assert levels[:, 1].tolist() == [0, 0, 0, top, top] and seen[:, 1].all()
+    u_fields = np.array([[0.99, 0.004, 0.002], [0.98, 0.001, 0.01], [0.9, 0.001, 0.1]])
+    u = feature_agreement(u_fields, features)
+    assert u.shape == (2, len(FEATURE_LEVELS)) and np.allclose(u.sum(axis=1), 1)
+    assert u[0, top] == 0.002 and u[0, 2] == 0.004
+    assert abs(u[0, 1] - (0.01 - 0.002)) < 1e-12  # the code agrees beyond the exact name
+    assert u[1, top] == 0.1
 
 
 def test_threshold_reaches_target_precision():
@@ -323,3 +367,31 @@ def test_rows_sharing_a_name_and_birth_date_are_one_list_person(scored_bundles):
             )
             assert (shared["person"] == 1).all()
         assert labels.n_unique() < partner.manifest.row_count  # the hard profile lists people twice
+
+
+@pytest.fixture(scope="module")
+def hard_full_coverage(tmp_path_factory):
+    """A voter file and two hard-profile lists in which every row has an address and a birth date, hashed
+    with the scored spec and scored, with the generator's truth (the quality benchmark's setting, small)."""
+    root = tmp_path_factory.mktemp("quality")
+    voters = generate_voters(4_000, seed=11)
+    lists, truth = generate_partners(voters, 2, sizes=800, seed=11, profile="hard",
+                                     noise={"address_shares": (1.0,), "dob_shares": (1.0,)})
+    key, spec = new_key(), load_spec(SCORED_SPEC)
+    for name, frame in {"voters": voters, **lists}.items():
+        write_frame(frame, root / f"{name}.parquet")
+        create_identity(name, root / "id" / name, b"pw")
+        hash_file(root / f"{name}.parquet", root / "b" / name, root / "v" / name, key=key, spec=spec,
+                  identity=load_identity(root / "id" / name, b"pw"), reference=name == "voters",
+                  id_column="voter_id" if name == "voters" else None)
+    outcome = run_match(load_inputs([root / "b" / "voters"], [root / "b" / n for n in lists]), mode="score")
+    vaults = {n: pl.read_parquet(root / "v" / n / "vault.parquet") for n in lists}
+    return evaluate(outcome.match_table(), truth, vaults, pl.read_parquet(root / "v" / "voters" / "vault.parquet"))
+
+
+def test_scored_quality_on_the_hard_profile_with_full_coverage(hard_full_coverage):
+    """Fixed seed, small: precision at the issue's bar; recall (about 0.89 here) short of its 0.99, see
+    docs/matching.md. The key is new on every run, so figures move by a few links."""
+    overall = hard_full_coverage.overall
+    assert overall.precision >= 0.995
+    assert overall.recall >= 0.88
