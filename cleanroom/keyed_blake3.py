@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Sequence
+from functools import cache
 from concurrent.futures import ThreadPoolExecutor
 
 import blake3
@@ -262,8 +263,9 @@ def first_occurrences(words, valid):
     return keep
 
 
+@cache
 def warm_up() -> threading.Thread:
-    """Load (or on first use compile) the kernel in the background; returns the thread."""
+    """Load (or on first use compile) the kernel in the background, once per process; returns the thread."""
     thread = threading.Thread(target=keyed_digests, args=(pl.Series(["warm-up"]), bytes(32), 16), daemon=True)
     thread.start()
     return thread

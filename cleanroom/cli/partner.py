@@ -15,6 +15,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cleanroom import keyed_blake3
 from cleanroom.broker.campaign import mark_opt_out
 from cleanroom.bundle import verify_bundle
 from cleanroom.cli.common import err, out
@@ -61,6 +62,7 @@ def hash(
     """Normalize, tokenize and sign a contact list into a bundle; the vault stays local."""
     if opt_out and reference:
         raise InputError("a bundle is either a reference or an opt-out list, not both")
+    keyed_blake3.warm_up()  # the compiled kernel loads while the identity is unlocked
     spec = load_spec(spec_file)
     if mapping:
         spec = spec.with_columns(parse_mapping(mapping))
