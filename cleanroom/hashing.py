@@ -31,7 +31,7 @@ from cleanroom.inputs import ROW, read_input
 from cleanroom.keys.identity import Identity
 from cleanroom.keys.secret import ConsortiumKey
 from cleanroom.spec import MatchSpec
-from cleanroom.tokens import combinations, random_handles, subkeys, token_list, unpacked
+from cleanroom.tokens import PACKED, combinations, random_handles, subkeys, token_list, unpacked
 from cleanroom.variants import swapped_sources, variant_sources
 
 VAULT_FILE = "vault.parquet"
@@ -135,7 +135,7 @@ class HashPlan:
             tokens[match_key.name] = (
                 token_list(combos, secret_subkeys[match_key.name])
                 if combos
-                else pl.lit(None, dtype=pl.List(pl.Binary))
+                else pl.lit(None, dtype=pl.List(PACKED))
             )
         return cls(spec, columns, primaries, attributes, id_column, derived, tokens)
 
