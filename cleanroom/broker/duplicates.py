@@ -1,14 +1,15 @@
 """People listed more than once in one partner list, for the scored linker.
 
 Rows of one list are one person when they share an email or phone token (the
-same links as person resolution), or a token of a key that holds a name and a
-birth date (`same_person_keys`): two sign-ups of one voter often carry
-different emails, numbers or addresses, while two different people of one list
-almost never share a name and a birth date (in the synthetic hard profile, 0 to
-3 pairs per such key against hundreds of duplicates). The scored linker is
-one-to-one between a list's persons and reference rows: a person who signed up
-twice is linked on both rows, as the cascade links them, while two different
-people still never share a reference row.
+same links as person resolution), or a token of a key that holds a name and
+the birth date, or both names and the birth year or the house number
+(`same_person_keys`): two sign-ups of one voter often carry different emails,
+numbers or addresses, while two different people of one list seldom share
+those (in the synthetic hard profile, 0 to 5 pairs per such key against
+hundreds of duplicates). The scored linker is one-to-one between a list's
+persons and reference rows: a person who signed up twice is linked on both
+rows, as the cascade links them, while two different people still never share
+a reference row.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ MAX_SHARING = 20  # a token on more rows of one list than this links none of the
 
 def same_person_keys(keys: list[KeyInfo]) -> list[str]:
     """Keys whose shared token makes two rows of one list one person: a name and the birth date, or the first
-    and the last name and the birth year (a name, a year and a zip code are shared by strangers)."""
+    and the last name with the birth year or the house number (a name, a year and a zip code are shared by
+    strangers; a father and son of one name and address are merged, and only one of them is linked)."""
     def strong(fields: list[str]) -> bool:
         names = {f.split("_")[0] for f in fields if f.startswith(NAME_FIELDS)}
-        return bool(names) and "dob" in fields or len(names) == 2 and "birth_year" in fields
+        return bool(names) and "dob" in fields or len(names) == 2 and bool({"birth_year", "house_number"} & set(fields))
     return [k.name for k in keys if strong(k.fields)]
 
 
