@@ -195,7 +195,7 @@ def keyed_digests_arrow(
     arrays = [_large_binary(p) for p in parts]
     n = len(arrays[0])
     if n == 0:
-        return pa.array([], type=pa.binary(size))
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), 0, [None, pa.py_buffer(b"")])
     offsets = np.empty((len(arrays), n + 1), dtype=np.int64)
     datas = []
     for f, array in enumerate(arrays):

@@ -90,7 +90,7 @@ def _distinct_tokens(fields: pl.Series, combos: list[tuple[int, ...]], key: byte
 
 
 def _arrow(values: np.ndarray) -> pa.Array:
-    """A 1-d numpy array as Arrow without `pa.array` (whose first call imports pandas: 0.3 s)."""
+    """A 1-d numpy array as Arrow without `pa.array` (whose first call imports pandas: 0.3 s once)."""
     if values.dtype == np.bool_:
         return pa.BooleanArray.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(np.packbits(values, bitorder="little"))])
     values = np.ascontiguousarray(values)
@@ -126,7 +126,7 @@ def _unpack(array: pa.Array) -> pa.Array:
     if pa.types.is_fixed_size_list(array.type):
         return _binary(array)
     if pa.types.is_large_list(array.type) and pa.types.is_fixed_size_list(array.type.value_type):
-        offsets = np.asarray(array.offsets)
+        offsets = _numpy(array.offsets, np.int64)
         return pa.LargeListArray.from_arrays(
             _arrow(offsets - offsets[0]), _binary(array.flatten()), mask=array.is_null()
         )
@@ -136,5 +136,11 @@ def _unpack(array: pa.Array) -> pa.Array:
 def _binary(fixed: pa.FixedSizeListArray) -> pa.LargeBinaryArray:
     n, size = len(fixed), fixed.type.list_size
     offsets = np.arange(0, size * (n + 1), size, dtype=np.int64)
-    data = np.ascontiguousarray(fixed.flatten())
+    data = _numpy(fixed.flatten(), np.uint8)
     return pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _numpy(values: pa.Array, dtype: type) -> np.ndarray:
+    """The values of a null-free primitive Arrow array, read off its buffer (to_numpy imports pandas)."""
+    itemsize = np.dtype(dtype).itemsize
+    return np.frombuffer(values.buffers()[1], dtype=dtype, count=len(values), offset=values.offset * itemsize)
