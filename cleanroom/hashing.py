@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import secrets
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ VAULT_FILE = "vault.parquet"
 BATCH_ROWS = 500_000
 BUCKET_ROWS = 1_000_000
 DEFAULT_K = 10
+_READ_AHEAD = 2  # buckets prepared while one is written
 
 
 class FieldStats(BaseModel):
@@ -388,15 +390,15 @@ class _Shuffle:
         return None if bucket is None else unpacked(_in_handle_order(bucket))
 
     def write(self, target: Path) -> None:
-        """Write the buckets in order; the next one is read and sorted while one is written."""
+        """Write the buckets in order; the next ones are read and sorted (on two threads) while one is written."""
         writer: pq.ParquetWriter | None = None
         try:
-            with ThreadPoolExecutor(1) as reader:
-                upcoming = reader.submit(self._sorted_bucket, 0)
+            with ThreadPoolExecutor(_READ_AHEAD) as readers:
+                upcoming = deque(readers.submit(self._sorted_bucket, b) for b in range(min(_READ_AHEAD, self.buckets)))
                 for b in range(self.buckets):
-                    table = upcoming.result()
-                    if b + 1 < self.buckets:
-                        upcoming = reader.submit(self._sorted_bucket, b + 1)
+                    table = upcoming.popleft().result()
+                    if b + _READ_AHEAD < self.buckets:
+                        upcoming.append(readers.submit(self._sorted_bucket, b + _READ_AHEAD))
                     if table is None:
                         continue
                     writer = writer or _parquet_writer(target, table.schema)
