@@ -141,6 +141,12 @@ class HashPlan:
             )
         return cls(spec, columns, primaries, attributes, id_column, derived, tokens)
 
+    def input_columns(self) -> list[str]:
+        """The input columns a run reads (others are not even decoded)."""
+        roots = [name for expr in self.derived.values() for name in expr.meta.root_names()]
+        extra = [self.id_column] if self.id_column else []
+        return list(dict.fromkeys([ROW, *roots, *self.attributes.values(), *extra]))
+
     def attribute_exprs(self) -> list[pl.Expr]:
         """Clear attributes as given, trimmed with inner whitespace collapsed; blank -> null."""
         exprs = []
@@ -269,7 +275,7 @@ def hash_file(
         stored: Future | None = None
         try:
             with ThreadPoolExecutor(1) as writer:
-                for batch in _batches(lf, Path(input_path).name):
+                for batch in _batches(lf.select(plan.input_columns()), Path(input_path).name):
                     try:
                         tokens, rows, batch_summary = plan.run(batch)
                     except pl.exceptions.PolarsError:
