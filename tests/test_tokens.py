@@ -3,13 +3,14 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanroom.keys.secret import ConsortiumKey
-from cleanroom.tokens import FORMAT_VERSION, combinations, token, token_expr, token_list, unpacked
+from cleanroom.tokens import FORMAT_VERSION, combinations, random_handles, token, token_expr, token_list, unpacked
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "tokens.json").read_text())
 KEY = ConsortiumKey(
@@ -111,3 +112,12 @@ def test_token_list_of_no_rows():
     got = frame.select(token_list(combinations([[pl.col("a")]]), KEY.subkey("k", FORMAT_VERSION))).to_series()
     assert got.len() == 0
     assert pl.from_arrow(unpacked(got.to_frame())).to_series().dtype == pl.List(pl.Binary)
+
+
+def test_random_handles_are_fresh_and_uniform():
+    first, second = random_handles(50_000).to_numpy(), random_handles(50_000).to_numpy()
+    assert first.shape == (50_000, 16)
+    assert {bytes(h) for h in first}.isdisjoint(bytes(h) for h in second)
+    counts = np.bincount(first.ravel(), minlength=256)
+    expected = first.size / 256
+    assert ((counts - expected) ** 2 / expected).sum() < 400  # chi-square, 255 degrees of freedom: > 6 sd out
