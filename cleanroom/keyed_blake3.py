@@ -163,13 +163,14 @@ def _hash_rows(offsets, data, valid, prefixed, key, start, stop, out, done):
                 flags[lane] |= (_CHUNK_END | _ROOT) if b == blocks - 1 else 0
                 for i in range(16):
                     m[i, lane] = words[lane, 16 * b + i]
-                for i in range(8):
-                    saved[i, lane] = cv[i, lane]
+            if most > 1:
+                saved[:, :] = cv
             _compress(cv, m, block_len, flags, v)
-            for lane in range(LANES):
-                if b >= max(1, (max(lengths[lane], 0) + 63) // 64):  # this lane's message had ended
-                    for i in range(8):
-                        cv[i, lane] = saved[i, lane]
+            if most > 1:
+                for lane in range(LANES):
+                    if b >= max(1, (max(lengths[lane], 0) + 63) // 64):  # this lane's message had ended
+                        for i in range(8):
+                            cv[i, lane] = saved[i, lane]
         for lane in range(LANES):
             row = first + lane
             if row < stop and lengths[lane] >= 0:
