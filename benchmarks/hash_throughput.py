@@ -1,20 +1,24 @@
 """Hash throughput and peak memory: cleanroom's full hash path vs a plain DuckDB pipeline.
 
-    python benchmarks/hash_throughput.py --rows 1000000
+    python benchmarks/hash_throughput.py --rows 1000000 [--repeat 3]
 
 Generates N synthetic contacts as Parquet in a temporary folder, then runs, each
 in its own process (so peak RSS is per pipeline):
   * cleanroom: `hash_file` with three keyed match keys (email; phone;
     first+last+dob) and the full normalization, writing a signed bundle;
   * duckdb: sha256(salt || lower(trim(x))) for the same three keys, written to Parquet.
-Prints contacts/s, peak RSS and the throughput ratio. Not a test: run by hand
-and record the figures in docs/benchmarks.md.
+Prints contacts/s, peak RSS and the throughput ratio; with --repeat N the
+pipelines run N times, alternating, and the medians are reported (a shared
+machine is noisy). Not a test: run by hand and record the figures in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -106,6 +110,7 @@ def measure(pipeline: str, source: Path, work: Path) -> tuple[float, float, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per pipeline; medians are reported")
     parser.add_argument("--run", choices=["make", "cleanroom", "duckdb"])
     parser.add_argument("--input", type=Path)
     parser.add_argument("--work", type=Path)
@@ -123,10 +128,14 @@ def main() -> None:
         subprocess.run(
             [sys.executable, __file__, "--run", "make", "--rows", str(args.rows), "--input", str(source)], check=True
         )
-        results = {}
-        for pipeline in ("cleanroom", "duckdb"):
-            (folder / pipeline).mkdir()
-            results[pipeline] = measure(pipeline, source, folder / pipeline)
+        runs: dict[str, list[tuple[float, float, float]]] = {"cleanroom": [], "duckdb": []}
+        for i in range(args.repeat):
+            for pipeline, done in runs.items():
+                work = folder / f"{pipeline}-{i}"
+                work.mkdir()
+                done.append(measure(pipeline, source, work))
+                shutil.rmtree(work)
+        results = {pipeline: tuple(statistics.median(x) for x in zip(*done)) for pipeline, done in runs.items()}
         for pipeline, (inner, whole, peak) in results.items():
             print(
                 f"{pipeline:10s} {args.rows / inner:>12,.0f} contacts/s  pipeline {inner:6.2f} s  "
