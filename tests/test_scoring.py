@@ -344,14 +344,14 @@ def test_list_components_are_the_connected_components(edges):
     assert [int(v) for v in labels] == [min(r for r in range(20) if find(r) == find(i)) for i in range(20)]
 
 
-def test_same_person_keys_need_a_name_and_the_birth_date_or_both_names_and_more():
+def test_same_person_keys_are_the_field_sets_strangers_seldom_share():
     spec = load_spec(SCORED_SPEC)
     chosen = set(same_person_keys(spec.all_keys))
-    assert {"last_dob", "c3_first_canon_last_dob", "dl_last_dob_zip5",
-            "p3_first_phonetic_last_phonetic_birth_year", "c3_first_canon_last_house_number"} <= chosen
-    # a name with only the year and a zip, names and a zip, or a birth date without a name: strangers share them
-    assert not chosen & {"p3_first_phonetic_birth_year_zip5", "c3_dob_zip5_house_number", "c3_first_canon_last_zip5",
-                          "c3_last_zip5_house_number", "phone", "email"}
+    assert {"last_dob", "c3_first_canon_last_dob", "dl_last_dob_zip5", "p3_first_phonetic_last_phonetic_birth_year",
+            "c3_first_canon_last_house_number", "dm_dob_zip5_house_number", "c3_first_canon_house_number_street"} <= chosen
+    # a name with only the year and a zip, names and a zip, a household's last name and address: strangers share them
+    assert not chosen & {"p3_first_phonetic_birth_year_zip5", "c3_first_canon_last_zip5", "c3_last_zip5_house_number",
+                         "c3_last_house_number_street", "c3_zip5_house_number_street", "phone", "email"}
 
 
 def test_rows_sharing_a_name_and_birth_date_are_one_list_person(scored_bundles):

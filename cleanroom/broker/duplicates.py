@@ -1,12 +1,11 @@
 """People listed more than once in one partner list, for the scored linker.
 
 Rows of one list are one person when they share an email or phone token (the
-same links as person resolution), or a token of a key that holds a name and
-the birth date, or both names and the birth year or the house number
-(`same_person_keys`): two sign-ups of one voter often carry different emails,
-numbers or addresses, while two different people of one list seldom share
-those (in the synthetic hard profile, 0 to 5 pairs per such key against
-hundreds of duplicates). The scored linker is one-to-one between a list's
+same links as person resolution), or a token of a key holding one of the
+field sets in SAME_PERSON (a name and the birth date, both names and the house
+number, the birth date and the house number...): two sign-ups of one voter
+often carry different emails, numbers or addresses, while two different people
+of one list seldom share those. The scored linker is one-to-one between a list's
 persons and reference rows: a person who signed up twice is linked on both
 rows, as the cascade links them, while two different people still never share
 a reference row.
@@ -24,18 +23,25 @@ from cleanroom.broker.persons import linking_keys
 from cleanroom.bundle import KeyInfo
 
 NAME_FIELDS = ("first", "last")  # field name prefixes: first, first_canon, last_phonetic...
+# Field sets that two different people of one list seldom share (in the synthetic hard-profile lists, 0 to 9
+# pairs of different people per key against 135 to 444 of one person). Not: a name, a year and a zip code
+# (namesakes of one age), both names and a zip code (namesakes), the last name and an address (a household).
+# Twins at one address, or a father and son of one name and address, are merged: only one of them is linked.
+SAME_PERSON = (
+    {"first", "dob"}, {"last", "dob"},
+    {"first", "last", "birth_year"}, {"first", "last", "house_number"},
+    {"dob", "house_number"}, {"first", "house_number", "street"},
+)
 THREADS = 2  # keys read at once: reading a column is single-threaded
 MAX_SHARING = 20  # a token on more rows of one list than this links none of them (a placeholder value)
 
 
 def same_person_keys(keys: list[KeyInfo]) -> list[str]:
-    """Keys whose shared token makes two rows of one list one person: a name and the birth date, or the first
-    and the last name with the birth year or the house number (a name, a year and a zip code are shared by
-    strangers; a father and son of one name and address are merged, and only one of them is linked)."""
-    def strong(fields: list[str]) -> bool:
-        names = {f.split("_")[0] for f in fields if f.startswith(NAME_FIELDS)}
-        return bool(names) and "dob" in fields or len(names) == 2 and bool({"birth_year", "house_number"} & set(fields))
-    return [k.name for k in keys if strong(k.fields)]
+    """Keys whose shared token makes two rows of one list one person: those holding one of SAME_PERSON's
+    field sets (a name field in any form counts as its name)."""
+    def groups(fields: list[str]) -> set[str]:
+        return {next((n for n in NAME_FIELDS if f.startswith(n)), f) for f in fields}
+    return [k.name for k in keys if any(need <= groups(k.fields) for need in SAME_PERSON)]
 
 
 def components(n_rows: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
