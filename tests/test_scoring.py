@@ -25,6 +25,7 @@ from cleanroom.broker.scoring import (
     MAX_HOLDERS,
     MIN_POSTERIOR,
     candidate_pairs,
+    contending_rows,
     feature_agreement,
     feature_levels,
     features_of,
@@ -396,3 +397,27 @@ def test_scored_quality_on_the_hard_profile_with_full_coverage(hard_full_coverag
     overall = hard_full_coverage.overall
     assert overall.precision >= 0.995
     assert overall.recall >= 0.88
+
+
+def test_persons_of_some_rows_are_parts_of_the_persons_of_all(scored_bundles):
+    """With `rows`, only those rows are compared: the others stay alone, and no two rows are one person that
+    are not one person among all rows."""
+    _, partners = scored_bundles
+    for partner in partners:
+        everyone = list_persons(partner)
+        some = pl.Series(range(0, partner.manifest.row_count, 2), dtype=pl.UInt32)
+        part = list_persons(partner, rows=some)
+        labelled = pl.DataFrame({"all": everyone, "part": part}).with_row_index("p_idx")
+        left_out = labelled.filter(pl.col("p_idx") % 2 == 1)
+        assert (left_out["part"] == left_out["p_idx"]).all()
+        assert (labelled.group_by("part").agg(pl.col("all").n_unique())["all"] == 1).all()
+        assert part.n_unique() < partner.manifest.row_count  # some rows among the even ones are merged
+
+
+def test_contending_rows_hold_a_likely_candidate_another_row_holds():
+    scored = pl.DataFrame({
+        "p_idx": [0, 1, 2, 3, 3, 4],
+        "ref_idx": [5, 5, 6, 6, 7, 7],
+        "posterior": [0.999, 0.998, 0.999, 0.3, 0.996, 0.9999],
+    })
+    assert sorted(contending_rows(scored).to_list()) == [0, 1, 3, 4]  # row 2's rival for 6 is unlikely

@@ -88,11 +88,23 @@ def persons_from(n_rows: int, edges: list[pl.DataFrame]) -> pl.Series:
     return pl.Series("list_person", labels.astype(np.uint32))
 
 
-def list_persons(bundle: LoadedBundle) -> pl.Series:
+def list_persons(bundle: LoadedBundle, rows: pl.Series | None = None) -> pl.Series:
     """A person label per row of one partner bundle, in row order: rows sharing a token of an email or phone
-    key, or of a name and birth date key, share it."""
+    key, or of a SAME_PERSON key, share it.
+
+    With `rows` (row indices), only those rows' tokens are compared and the other rows stay alone: the scored
+    linker asks only about rows that contend for a reference row, which spares sorting every row's
+    deletion-variant tokens. Its persons are then parts of the persons of all rows, never merged further.
+    """
     def edges(key: str) -> pl.DataFrame:
-        return shared_rows(bundle.token_pairs(key, "p_idx").collect())
+        tokens = bundle.scan().with_row_index("p_idx")
+        if rows is not None:
+            tokens = tokens.filter(pl.col("p_idx").is_in(rows.cast(pl.UInt32).implode()))
+        return shared_rows(
+            tokens.select("p_idx", pl.col(key).alias("token")).explode("token").drop_nulls("token")
+            .select("p_idx", pl.col("token").bin.reinterpret(dtype=pl.UInt128, endianness="big"))
+            .collect()
+        )
 
     with ThreadPoolExecutor(THREADS) as pool:
         return persons_from(bundle.manifest.row_count, list(pool.map(edges, person_keys(bundle))))

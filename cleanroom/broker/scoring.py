@@ -423,11 +423,19 @@ def row_posteriors(odds: float) -> pl.Expr:
     return weight / (weight.sum().over("p_idx") + 1.0)
 
 
+def contending_rows(scored: pl.DataFrame) -> pl.Series:
+    """Partner rows of one list that hold a candidate at posterior >= MIN_POSTERIOR whose reference row
+    another such row holds too: the only rows whose persons can change a link (no pair below the floor is
+    ever linked)."""
+    likely = scored.filter(pl.col("posterior") >= MIN_POSTERIOR).select("p_idx", "ref_idx")
+    return likely.filter(pl.col("ref_idx").is_duplicated()).get_column("p_idx").unique()
+
+
 def link_one_to_one(pairs: pl.DataFrame, score: str = "score", persons: pl.Series | None = None) -> pl.DataFrame:
     """Mutually best pairs, round by round: no partner row and no reference row twice.
 
     With `persons` (a label per partner row: rows of one list that share an
-    email or phone token, see `duplicates.list_persons`) it is one-to-one
+    email, phone or SAME_PERSON token, see `duplicates.list_persons`) it is one-to-one
     between persons and reference rows instead: persons are linked by their
     best pair, then every row of a linked person whose candidates hold its
     reference row takes the link, so a person listed twice is linked twice.
@@ -500,13 +508,14 @@ def score_partners(
          .when(pl.col("fuzzy") & (1 << i) != 0).then(pl.lit(f + "~")) for i, f in enumerate(fields)],
         separator="+", ignore_nulls=True,
     )
-    persons = {bundle.name: list_persons(bundle) for bundle in partners}
+    bundles = {bundle.name: bundle for bundle in partners}
     links = {}
     for name, frame in pairs.items():
         scored = frame.with_columns(
             (weight - pl.col("holders").cast(pl.Float64).log(2)).alias("score")
         ).with_columns(row_posteriors(odds).alias("posterior"))
-        links[name] = link_one_to_one(scored, persons=persons[name]).with_columns(rule.alias("rule"))
+        persons = list_persons(bundles[name], rows=contending_rows(scored))
+        links[name] = link_one_to_one(scored, persons=persons).with_columns(rule.alias("rule"))
     everything = [f.get_column("posterior") for f in links.values()]
     threshold = threshold_for(pl.concat(everything).to_numpy(), target_precision) if everything else 1.0
     threshold = max(threshold, MIN_POSTERIOR)
