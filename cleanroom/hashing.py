@@ -8,9 +8,8 @@ handle-sorted buckets, and publishes the bundle and the vault atomically.
 from __future__ import annotations
 
 import math
-import secrets
 import tempfile
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -264,7 +263,7 @@ def hash_file(
         staged_dir(out) as bundle_tmp,
         staged_dir(vault_dir) as vault_tmp,
     ):
-        shuffle = _Shuffle(Path(scratch), max(1, math.ceil(total / BUCKET_ROWS)))
+        shuffle = _Shuffle(Path(scratch), total)
         vault = _Vault(vault_tmp / VAULT_FILE)
 
         def store(tokens: pl.DataFrame, rows: pl.DataFrame) -> None:
@@ -363,30 +362,33 @@ class _Vault:
 class _Shuffle:
     """Rows in random order with bounded memory.
 
-    Each row goes to a bucket chosen at random (kept in memory when there is
-    only one, else spilled to Arrow IPC files in `scratch`); buckets are then
-    written one by one, each sorted by its (random) handles.
+    A row's bucket is the range its random handle falls in, so the buckets,
+    each sorted by handle and written one after the other, give a file sorted
+    by handle: an order unrelated to the input's. Buckets stay in memory for
+    small inputs, else are spilled to Arrow IPC files in `scratch`.
     """
 
-    def __init__(self, scratch: Path, buckets: int) -> None:
-        self.scratch, self.buckets, self.batches = scratch, buckets, 0
-        self.in_memory: list[pl.DataFrame] = []
+    def __init__(self, scratch: Path, rows: int) -> None:
+        self.scratch, self.batches = scratch, 0
+        self.buckets = max(_READ_AHEAD, math.ceil(rows / BUCKET_ROWS))
+        self.pieces: dict[int, list[pl.DataFrame]] | None = defaultdict(list) if rows <= BUCKET_ROWS else None
 
     def add(self, tokens: pl.DataFrame) -> None:
-        if self.buckets == 1:
-            self.in_memory.append(tokens)
-            return
-        bucket = np.random.default_rng(secrets.randbits(64)).integers(0, self.buckets, tokens.height)
+        # bucket = floor(prefix * buckets / 2**64), in 64-bit arithmetic
+        bucket = (_handle_prefix(tokens) >> np.uint64(32)) * np.uint64(self.buckets) >> np.uint64(32)
         parts = tokens.with_columns(pl.Series("__bucket", bucket)).partition_by(
             "__bucket", as_dict=True, include_key=False
         )
         for (b,), part in parts.items():
-            part.write_ipc(self.scratch / f"b{b}-{self.batches}.arrow", compression="uncompressed")
+            if self.pieces is not None:
+                self.pieces[b].append(part)
+            else:
+                part.write_ipc(self.scratch / f"b{b}-{self.batches}.arrow", compression="uncompressed")
         self.batches += 1
 
     def _bucket(self, b: int) -> pl.DataFrame | None:
-        if self.buckets == 1:
-            frames, self.in_memory = self.in_memory, []
+        if self.pieces is not None:
+            frames = self.pieces.pop(b, [])
         else:
             frames = [pl.read_ipc(f) for f in sorted(self.scratch.glob(f"b{b}-*.arrow"))]
         return pl.concat(frames) if frames else None
@@ -414,10 +416,14 @@ class _Shuffle:
                 writer.close()
 
 
+def _handle_prefix(frame: pl.DataFrame) -> np.ndarray:
+    """The first 8 bytes of each row's handle as a big-endian integer (as random as the whole handle)."""
+    return np.ascontiguousarray(frame["handle"].to_numpy()[:, :8]).view(">u8").ravel().astype(np.uint64)
+
+
 def _in_handle_order(frame: pl.DataFrame) -> pl.DataFrame:
-    """Rows ordered by the first 8 bytes of their random handle (as random as the whole handle)."""
-    prefix = np.ascontiguousarray(frame["handle"].to_numpy()[:, :8]).view(">u8").ravel().astype(np.uint64)
-    return frame.rechunk()[pl.Series(prefix).arg_sort()]  # a gather over chunks is ten times slower
+    """Rows ordered by their handle's prefix."""
+    return frame.rechunk()[pl.Series(_handle_prefix(frame)).arg_sort()]  # a gather over chunks is ten times slower
 
 
 def _parquet_writer(target: Path, schema) -> pq.ParquetWriter:

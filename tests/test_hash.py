@@ -158,7 +158,22 @@ def test_batches_and_buckets_cover_every_row(tmp_path, key_file, identity, monke
     assert sorted(vault["row"]) == list(range(1, n + 1))
     rows = tokens.join(vault, on="handle", maintain_order="left")["row"].to_list()
     assert rows != sorted(rows)  # input order does not survive
+    assert tokens["handle"].is_sorted()  # buckets are handle ranges, each sorted
     verify_bundle(tmp_path / "b")
+
+
+@pytest.mark.parametrize("n", [1, 999, 1000, 2500])
+def test_small_and_spilled_inputs_come_out_sorted_by_handle(tmp_path, key_file, identity, monkeypatch, n):
+    import cleanroom.hashing as hashing
+    from cleanroom import hash_file
+
+    monkeypatch.setattr(hashing, "BATCH_ROWS", 600)
+    monkeypatch.setattr(hashing, "BUCKET_ROWS", 1000)
+    pl.DataFrame({"email": [f"p{i}@example.org" for i in range(n)]}).write_csv(tmp_path / "l.csv")
+    hash_file(tmp_path / "l.csv", tmp_path / "b", tmp_path / "v", key=load_key(key_file), identity=identity,
+              spec=load_spec())
+    handles = pl.read_parquet(tmp_path / "b" / "tokens.parquet")["handle"]
+    assert handles.len() == handles.n_unique() == n and handles.is_sorted()
 
 
 # Values long enough that finding one in random token bytes is not chance; names
