@@ -18,8 +18,8 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Sequence
-from functools import cache
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 import blake3
 import numba
@@ -32,6 +32,7 @@ from cleanroom.compiled import compiled
 CHUNK_BYTES = 1024
 LANES = 16
 _U32 = np.uint32
+_IV = np.array([0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A], dtype=np.uint32)
 _CHUNK_START, _CHUNK_END, _ROOT, _KEYED_HASH = 1, 2, 8, 16
 _MIN_ROWS_PER_THREAD = 50_000
 _PERMUTATION = np.array([2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8])
@@ -75,8 +76,8 @@ def _compress(cv, m, block_len, flags, v):
     for lane in range(LANES):
         for i in range(8):
             v[i, lane] = cv[i, lane]
-        v[8, lane], v[9, lane] = _U32(0x6A09E667), _U32(0xBB67AE85)
-        v[10, lane], v[11, lane] = _U32(0x3C6EF372), _U32(0xA54FF53A)
+        for i in range(4):
+            v[8 + i, lane] = _IV[i]
         v[12, lane], v[13, lane], v[14, lane], v[15, lane] = _U32(0), _U32(0), block_len[lane], flags[lane]
     for r in range(7):
         s = _SCHEDULE[r]
