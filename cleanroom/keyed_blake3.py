@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from cleanroom.compiled import compiled
+from cleanroom.compiled import compiled, validity
 
 CHUNK_BYTES = 1024
 LANES = 16
@@ -237,14 +237,6 @@ def _large_binary(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     return array if array.type == pa.large_binary() else array.cast(pa.large_binary())
-
-
-def validity(array: pa.Array) -> np.ndarray:
-    """Boolean numpy mask of an Arrow array's non-null rows, read off its bitmap."""
-    if array.null_count == 0:
-        return np.ones(len(array), dtype=np.bool_)
-    bits = np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")
-    return bits[array.offset : array.offset + len(array)].astype(np.bool_)
 
 
 @compiled

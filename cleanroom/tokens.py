@@ -24,7 +24,8 @@ import polars as pl
 import pyarrow as pa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from cleanroom.keyed_blake3 import first_occurrences, keyed_digests_arrow, validity
+from cleanroom.compiled import validity
+from cleanroom.keyed_blake3 import first_occurrences, keyed_digests_arrow
 from cleanroom.keys.secret import ConsortiumKey
 
 FORMAT_VERSION = 2

@@ -13,10 +13,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
-from cleanroom.compiled import compiled
-from cleanroom.keyed_blake3 import validity
+from cleanroom.compiled import DONE, NOT_ASCII, NULL, compiled, map_strings
 from cleanroom.normalize.generic import nfkc
 
 VERSION = "1"
@@ -73,7 +71,6 @@ for _c in "abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*/=?^_`{|}~-":
 _GMAIL_BYTES = tuple(np.frombuffer(d.encode(), dtype=np.uint8) for d in _GMAIL)
 _MAILTO = np.frombuffer(b"mailto:", dtype=np.uint8)
 _CANONICAL_GMAIL = np.frombuffer(b"@gmail.com", dtype=np.uint8)
-_NULL, _DONE, _NOT_ASCII = 0, 1, 2
 
 
 @numba.njit(inline="always")
@@ -123,7 +120,7 @@ def _canonical_ascii(offsets, data, valid, atext, mailto, gmail, googlemail, can
     pos = 0
     for row in range(len(offsets) - 1):
         out_offsets[row] = pos
-        status[row] = _NULL
+        status[row] = NULL
         if not valid[row]:
             continue
         lo, hi = offsets[row], offsets[row + 1]
@@ -133,7 +130,7 @@ def _canonical_ascii(offsets, data, valid, atext, mailto, gmail, googlemail, can
                 ascii = False
                 break
         if not ascii:
-            status[row] = _NOT_ASCII
+            status[row] = NOT_ASCII
             continue
         while lo < hi and (9 <= data[lo] <= 13 or data[lo] == 32):
             lo += 1
@@ -181,7 +178,7 @@ def _canonical_ascii(offsets, data, valid, atext, mailto, gmail, googlemail, can
             for k in range(at, hi):
                 out_data[pos] = _lower(data[k])
                 pos += 1
-        status[row] = _DONE
+        status[row] = DONE
     out_offsets[len(offsets) - 1] = pos
 
 
@@ -190,26 +187,8 @@ def _canonical(raw: pl.Series) -> pl.Series:
 
     ASCII values (nearly all) go through `_canonical_ascii`; the others through `_frame`.
     """
-    array = raw.cast(pl.String).to_arrow()
-    array = (array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array).cast(pa.large_string())
-    n = len(array)
-    if n == 0:
-        return raw.cast(pl.String)
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=array.offset + n + 1)[array.offset :]
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if array.buffers()[2] else np.zeros(0, np.uint8)
-    out_offsets = np.empty(n + 1, dtype=np.int64)
-    out_data = np.empty(max(1, len(data)), dtype=np.uint8)
-    status = np.empty(n, dtype=np.uint8)
-    _canonical_ascii(offsets, data, validity(array), _ATEXT, _MAILTO, *_GMAIL_BYTES, _CANONICAL_GMAIL,
-                     out_offsets, out_data, status)
-    done = status == _DONE
-    out = pl.Series(raw.name, pa.LargeStringArray.from_buffers(
-        n, pa.py_buffer(out_offsets), pa.py_buffer(out_data), pa.py_buffer(np.packbits(done, bitorder="little")),
-    ))
-    others = pl.Series(np.flatnonzero(status == _NOT_ASCII))
-    if others.len():
-        out = out.scatter(others, _frame(raw.cast(pl.String).gather(others))["email"])
-    return out
+    constants = (_ATEXT, _MAILTO, *_GMAIL_BYTES, _CANONICAL_GMAIL)
+    return map_strings(raw, _canonical_ascii, constants, lambda others: _frame(others)["email"])
 
 
 def email_invalid_reason(expr: pl.Expr) -> pl.Expr:

@@ -16,13 +16,11 @@ import numba
 import numpy as np
 import phonenumbers
 import polars as pl
-import pyarrow as pa
 from phonenumbers import PhoneMetadata
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
-from cleanroom.compiled import compiled
+from cleanroom.compiled import DONE, NOT_ASCII, NULL, compiled, map_strings
 from cleanroom.errors import SpecError
-from cleanroom.keyed_blake3 import validity
 from cleanroom.normalize.generic import map_distinct
 
 VERSION = "1"
@@ -119,7 +117,7 @@ def _clean_ascii(offsets, data, valid, words, out_offsets, out_data, status):
     pos = 0
     for row in range(len(offsets) - 1):
         out_offsets[row] = pos
-        status[row] = 0
+        status[row] = NULL
         if not valid[row]:
             continue
         lo, hi = offsets[row], offsets[row + 1]
@@ -129,7 +127,7 @@ def _clean_ascii(offsets, data, valid, words, out_offsets, out_data, status):
                 ascii = False
                 break
         if not ascii:
-            status[row] = 2
+            status[row] = NOT_ASCII
             continue
         while lo < hi and _space(data[lo]):
             lo += 1
@@ -162,7 +160,7 @@ def _clean_ascii(offsets, data, valid, words, out_offsets, out_data, status):
             if 48 <= data[i] <= 57:
                 out_data[pos] = data[i]
                 pos += 1
-        status[row] = 1
+        status[row] = DONE
     out_offsets[len(offsets) - 1] = pos
 
 
@@ -171,24 +169,7 @@ def clean(raw: pl.Series) -> pl.Series:
 
     ASCII values (nearly all) go through `_clean_ascii`; the others through `_clean_stepwise`.
     """
-    array = raw.cast(pl.String).to_arrow()
-    array = (array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array).cast(pa.large_string())
-    n = len(array)
-    if n == 0:
-        return raw.cast(pl.String)
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=array.offset + n + 1)[array.offset :]
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if array.buffers()[2] else np.zeros(0, np.uint8)
-    out_offsets = np.empty(n + 1, dtype=np.int64)
-    out_data = np.empty(len(data) + n, dtype=np.uint8)
-    status = np.empty(n, dtype=np.uint8)
-    _clean_ascii(offsets, data, validity(array), _EXTENSION_WORDS, out_offsets, out_data, status)
-    out = pl.Series(raw.name, pa.LargeStringArray.from_buffers(
-        n, pa.py_buffer(out_offsets), pa.py_buffer(out_data), pa.py_buffer(np.packbits(status == 1, bitorder="little")),
-    ))
-    others = pl.Series(np.flatnonzero(status == 2))
-    if others.len():
-        out = out.scatter(others, _clean_stepwise(raw.cast(pl.String).gather(others)))
-    return out
+    return map_strings(raw, _clean_ascii, (_EXTENSION_WORDS,), _clean_stepwise)
 
 
 def _series(raw: pl.Series, region: str, code: int) -> pl.Series:
