@@ -70,9 +70,10 @@ def make_contacts(n: int, path: Path, seed: int = 7) -> None:
 
 
 def run_cleanroom(source: Path, work: Path) -> float:
+    import tomllib
+
     from cleanroom import create_identity, hash_file, load_identity, new_key
     from cleanroom.spec import MatchSpec
-    import tomllib
 
     create_identity("benchmark", work / "id", b"benchmark")
     identity = load_identity(work / "id", b"benchmark")

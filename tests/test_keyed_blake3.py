@@ -2,11 +2,10 @@
 
 import blake3
 import polars as pl
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pyarrow as pa
 
 from cleanroom.keyed_blake3 import keyed_digests, keyed_digests_arrow
 
