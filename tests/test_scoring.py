@@ -26,6 +26,7 @@ from cleanroom.broker.scoring import (
     MIN_POSTERIOR,
     candidate_pairs,
     contending_rows,
+    could_show,
     feature_agreement,
     feature_levels,
     features_of,
@@ -35,9 +36,10 @@ from cleanroom.broker.scoring import (
     link_one_to_one,
     row_posteriors,
     score_partners,
+    shown_agreement,
     threshold_for,
 )
-from cleanroom.bundle import verify_bundle
+from cleanroom.bundle import KeyInfo, verify_bundle
 from cleanroom.evaluate import evaluate
 from cleanroom.spec import KeySet, MatchSpec
 from cleanroom.synth import generate_partners, generate_voters, write_frame
@@ -421,3 +423,23 @@ def test_contending_rows_hold_a_likely_candidate_another_row_holds():
         "posterior": [0.999, 0.998, 0.999, 0.3, 0.996, 0.9999],
     })
     assert sorted(contending_rows(scored).to_list()) == [0, 1, 3, 4]  # row 2's rival for 6 is unlikely
+
+
+def test_a_field_no_agreeing_key_could_show_is_unknown_not_disagreeing():
+    """A field is testable for a pair only through a key whose other fields the pair agrees on."""
+    fields = ["birth_year", "dob", "first", "last", "zip5"]  # bits 1, 2, 4, 8, 16
+    keys = [
+        KeyInfo(name="a", fields=["first", "last", "birth_year"], non_null=1),
+        KeyInfo(name="b", fields=["first", "dob", "zip5"], variants=["dob_dm_swap"], non_null=1),
+    ]
+    masks = key_masks(keys, fields)
+    exact = np.array([4 | 8, 4, 16, 4 | 8 | 1])
+    fuzzy = np.array([0, 2, 0, 0])
+    shown = could_show(exact, fuzzy, masks)
+    assert shown[0] == 4 | 8 | 1  # names agree: the year could have shown; dob and zip not (key b needs the zip)
+    assert shown[1] == 4 | 2 | 16  # first name and a swapped birth date agree: the zip could have shown
+    assert shown[2] == 16  # only the zip agrees: nothing else could have shown
+    assert shown[3] == 4 | 8 | 1
+    pairs = pl.DataFrame({"exact": exact, "fuzzy": fuzzy, "observed": [31] * 4},
+                         schema={"exact": pl.UInt32, "fuzzy": pl.UInt32, "observed": pl.UInt32})
+    assert shown_agreement(pairs, masks)["observed"].to_list() == [int(v) for v in shown]

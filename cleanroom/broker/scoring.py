@@ -4,7 +4,9 @@ Every (partner row, reference row) pair sharing a token of any key is a
 candidate. The keys a pair agrees on tell, per field, whether it agrees
 exactly (a key without variants containing the field agrees), only fuzzily (a
 key whose variant touches the field agrees: deletion neighbourhood, swapped
-names, day/month swap) or not at all; a field either row lacks is unknown.
+names, day/month swap) or not at all; a field either row lacks is unknown, and
+so is a field no key could have shown for the pair (every key holding it also
+holds a field the pair disagrees on).
 The model compares features, not fields: a name's phonetic code is nested
 under the name as a partial level (disagree < phonetic code only < fuzzy <
 exact), so a name agreeing exactly counts once, not again through its code.
@@ -259,6 +261,36 @@ def implied_agreement(pairs: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     )
 
 
+def could_show(exact: np.ndarray, fuzzy: np.ndarray, masks: dict[str, tuple[int, int]]) -> np.ndarray:
+    """Per pattern, the fields whose agreement some key could have shown: a key containing the field whose
+    other fields all agree (exactly where the key shows them exactly). A field outside every such key is
+    unknown for the pair, not disagreeing: a moved person with swapped names matches no key holding the
+    birth year, whether or not the year agrees."""
+    shown = np.zeros(len(exact), np.int64)
+    agree = exact | fuzzy
+    for key_exact, key_fuzzy in masks.values():
+        for field in range((key_exact | key_fuzzy).bit_length()):
+            bit = 1 << field
+            if not (key_exact | key_fuzzy) & bit:
+                continue
+            others_exact, others_fuzzy = key_exact & ~bit, key_fuzzy & ~bit
+            ok = ((exact & others_exact) == others_exact) & ((agree & others_fuzzy) == others_fuzzy)
+            shown |= np.where(ok, bit, 0)
+    return shown | agree
+
+
+def shown_agreement(pairs: pl.DataFrame, masks: dict[str, tuple[int, int]]) -> pl.DataFrame:
+    """Pairs with `observed` narrowed to the fields `could_show` finds for their pattern (computed once per pattern)."""
+    patterns = pairs.select("exact", "fuzzy").unique()
+    shown = could_show(
+        patterns["exact"].to_numpy().astype(np.int64), patterns["fuzzy"].to_numpy().astype(np.int64), masks
+    )
+    patterns = patterns.with_columns(pl.Series("_shown", shown).cast(pairs.schema["observed"]))
+    return pairs.join(patterns, on=["exact", "fuzzy"], how="left", maintain_order="left").with_columns(
+        (pl.col("observed") & pl.col("_shown")).alias("observed")
+    ).drop("_shown")
+
+
 @dataclass(frozen=True)
 class Feature:
     """One comparison of the model: a field, with the coarser field nested under it (a name's phonetic code)
@@ -487,7 +519,7 @@ def score_partners(
     n = len(fields)
     masks = key_masks(keys, fields)
     candidates = candidate_pairs(partners, reference, masks)
-    pairs = {name: implied_agreement(frame, fields) for name, frame in candidates.pairs.items()}
+    pairs = {name: shown_agreement(implied_agreement(frame, fields), masks) for name, frame in candidates.pairs.items()}
     counted = pl.concat(pairs.values()).group_by("exact", "fuzzy", "observed").len().sort("exact", "fuzzy", "observed")
     features = features_of(fields)
     levels, seen = feature_levels(*(counted[c].to_numpy().astype(np.int64) for c in ("exact", "fuzzy", "observed")),
