@@ -257,10 +257,22 @@ def first_occurrences(words, valid):
     return keep
 
 
+def _load_kernel() -> None:
+    """Call the kernel once on one tiny message (read-only bytes, as most columns give)."""
+    offsets, valid = np.array([[0, 1]], dtype=np.int64), np.ones((1, 1), dtype=np.bool_)
+    data = np.frombuffer(b"w", dtype=np.uint8)
+    out, done = np.zeros((1, 16), dtype=np.uint8), np.zeros(1, dtype=np.bool_)
+    _hash_rows(offsets, data, valid, True, np.zeros(8, dtype=np.uint32), 0, 1, out, done)
+
+
 @cache
 def warm_up() -> threading.Thread:
-    """Load (or on first use compile) the kernel in the background, once per process; returns the thread."""
-    thread = threading.Thread(target=keyed_digests, args=(pl.Series(["warm-up"]), bytes(32), 16), daemon=True)
+    """Load (or on first use compile) the kernel in the background, once per process; returns the thread.
+
+    Not a daemon thread: a process that exits while numba initializes in a
+    daemon thread aborts, so an early error waits for the load instead.
+    """
+    thread = threading.Thread(target=_load_kernel)
     thread.start()
     return thread
 
