@@ -23,12 +23,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from cleanroom import keyed_blake3, normalize
-from cleanroom.attributes import (
-    COUNT,
-    apply_mapping,
-    protect_attributes,
-    protection_mapping,
-)
+from cleanroom.attributes import COUNT, apply_mapping, protect_attributes, protection_mapping
 from cleanroom.bundle import TOKENS_FILE, KeyInfo, Manifest, file_digest, sign_manifest
 from cleanroom.errors import InputError, SpecError
 from cleanroom.fsutil import staged_dir
@@ -36,14 +31,7 @@ from cleanroom.inputs import ROW, read_input
 from cleanroom.keys.identity import Identity
 from cleanroom.keys.secret import ConsortiumKey
 from cleanroom.spec import MatchSpec
-from cleanroom.tokens import (
-    PACKED,
-    combinations,
-    random_handles,
-    subkeys,
-    token_list,
-    unpacked,
-)
+from cleanroom.tokens import PACKED, combinations, random_handles, subkeys, token_list, unpacked
 from cleanroom.variants import swapped_sources, variant_sources
 
 VAULT_FILE = "vault.parquet"
