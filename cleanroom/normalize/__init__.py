@@ -4,7 +4,8 @@ Every derived expression is ``pl.String``, null when the input is missing or
 invalid, built only from the given expression (no column names, no alias), so
 many compose in one ``select``. Per-value Python runs only inside libraries
 (phonenumbers for non-North-American numbers, jellyfish NYSIIS) and then once
-per distinct value of a batch.
+per distinct value of a batch; email and phone cleaning of ASCII values are
+compiled per-value passes (``cleanroom.compiled``).
 """
 
 from __future__ import annotations
