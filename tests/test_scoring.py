@@ -24,7 +24,9 @@ from cleanroom.broker.scoring import (
     FEATURE_LEVELS,
     MAX_HOLDERS,
     MIN_POSTERIOR,
+    N_LEVELS,
     candidate_pairs,
+    compound_ratios,
     contending_rows,
     could_show,
     feature_agreement,
@@ -34,9 +36,11 @@ from cleanroom.broker.scoring import (
     implied_agreement,
     key_masks,
     link_one_to_one,
+    random_agreement,
     row_posteriors,
     score_partners,
     shown_agreement,
+    subset_levels,
     threshold_for,
 )
 from cleanroom.bundle import KeyInfo, verify_bundle
@@ -160,10 +164,60 @@ def test_feature_levels_and_their_random_agreement():
     assert levels[:, 1].tolist() == [0, 0, 0, top, top] and seen[:, 1].all()
     u_fields = np.array([[0.99, 0.004, 0.002], [0.98, 0.001, 0.01], [0.9, 0.001, 0.1]])
     u = feature_agreement(u_fields, features)
-    assert u.shape == (2, len(FEATURE_LEVELS)) and np.allclose(u.sum(axis=1), 1)
+    assert u.shape == (2, N_LEVELS) and np.allclose(u[:, : len(FEATURE_LEVELS)].sum(axis=1), 1)
     assert u[0, top] == 0.002 and u[0, 2] == 0.004
     assert abs(u[0, 1] - (0.01 - 0.002)) < 1e-12  # the code agrees beyond the exact name
     assert u[1, top] == 0.1
+
+
+def test_the_address_is_one_feature_with_a_level_per_subset_agreeing():
+    """zip, house number and street are one compound feature; not when a variant touches one of them."""
+    fields = ["first_canon", "house_number", "street", "zip5"]  # bits 1, 2, 4, 8
+    features = features_of(fields)
+    assert [f.name for f in features] == ["first_canon", "address"]
+    address = features[1]
+    assert address.members == (3, 1, 2)  # zip, house number, street: level bits 1, 2, 4
+    exact = np.array([14, 8, 2, 0])
+    levels, seen = feature_levels(exact, np.zeros(4, np.int64), np.array([15, 15, 15, 9]), features)
+    assert levels[:, 1].tolist() == [7, 1, 2, 0]
+    assert seen[:, 1].tolist() == [True, True, True, False]  # its m is learned where all three are shown
+    assert [f.name for f in features_of(fields, fuzzy=4)] == fields
+
+
+def test_compound_random_agreement_by_inclusion_exclusion():
+    """P(exactly subset S agrees) from P(at least S agrees): a shared address is measured, not multiplied."""
+    at_least = {("a", 1): 0.1, ("a", 2): 0.03, ("a", 3): 0.002, ("a", 4): 0.05, ("a", 5): 0.01, ("a", 6): 0.001,
+                ("a", 7): 0.0001}
+    levels = subset_levels("a", 3, at_least)
+    assert abs(levels[7] - 0.0001) < 1e-12
+    assert abs(levels[3] - (0.002 - 0.0001)) < 1e-12
+    assert abs(levels[1] - (0.1 - 0.002 - 0.01 + 0.0001)) < 1e-12
+    assert abs(levels.sum() - 1) < 1e-9
+    # keys over the compound's subsets: least squares gives back each subset's rate
+    fields = ["first_canon", "house_number", "street", "zip5"]
+    masks = {"fz": (1 | 8, 0), "fh": (1 | 2, 0), "fs": (1 | 4, 0), "hz": (2 | 8, 0), "sz": (4 | 8, 0),
+             "hs": (2 | 4, 0), "hsz": (2 | 4 | 8, 0), "f_only_check": (1 | 2 | 8, 0)}
+    n_rows = 10_001
+    pairs_total = n_rows * (n_rows - 1) / 2
+    u_first = 0.01
+    truth = {1: 0.1, 2: 0.03, 4: 0.05, 3: 0.002, 5: 0.01, 6: 0.001, 7: 0.0001}
+    held = {"fz": 1, "fh": 2, "fs": 4, "hz": 3, "sz": 5, "hs": 6, "hsz": 7, "f_only_check": 3}
+    first = {"fz", "fh", "fs", "f_only_check"}
+    shared = {k: round(pairs_total * truth[held[k]] * (u_first if k in first else 1)) for k in masks}
+    u, compound = random_agreement(shared, masks, len(fields), n_rows, {"address": (3, 1, 2)})
+    assert abs(u[0, 2] - u_first) / u_first < 1e-3
+    assert abs(compound["address"][7] - 0.0001) / 0.0001 < 1e-3
+
+
+def test_compound_weights_sum_over_members_a_pair_cannot_show():
+    """With the street unknown for a pair, its address weight is the marginal over the street's states."""
+    m = np.array([0.1, 0.05, 0.01, 0.04, 0.001, 0.001, 0.001, 0.797])
+    u = np.array([0.7, 0.2, 0.05, 0.003, 0.04, 0.006, 0.001, 0.0001])
+    table = compound_ratios(m, u, 3)
+    assert table[0] == 0.0  # nothing shown: no evidence
+    assert abs(table[7 * 8 + 7] - np.log2(0.797 / 0.0001)) < 1e-12
+    # zip and house shown and agreeing, street unknown: states 3 and 7
+    assert abs(table[3 * 8 + 3] - np.log2((0.04 + 0.797) / (0.003 + 0.0001))) < 1e-12
 
 
 def test_threshold_reaches_target_precision():
@@ -420,7 +474,7 @@ def test_contending_rows_hold_a_likely_candidate_another_row_holds():
     scored = pl.DataFrame({
         "p_idx": [0, 1, 2, 3, 3, 4],
         "ref_idx": [5, 5, 6, 6, 7, 7],
-        "posterior": [0.999, 0.998, 0.999, 0.3, 0.996, 0.9999],
+        "posterior": [0.999, 0.998, 0.999, 0.3, 0.9985, 0.9999],
     })
     assert sorted(contending_rows(scored).to_list()) == [0, 1, 3, 4]  # row 2's rival for 6 is unlikely
 

@@ -9,12 +9,15 @@ so is a field no key could have shown for the pair (every key holding it also
 holds a field the pair disagrees on).
 The model compares features, not fields: a name's phonetic code is nested
 under the name as a partial level (disagree < phonetic code only < fuzzy <
-exact), so a name agreeing exactly counts once, not again through its code.
+exact), so a name agreeing exactly counts once, not again through its code;
+the address (zip, house number, street) is one feature with a level per subset
+of its fields agreeing, as households share and moves change them together.
 
 Weights, without labels:
 - u (agreement of two random people): from the reference's token frequencies
   alone: per key, P(two random rows share a token) is the product of its
-  fields' u, so the u of every field and level follow by least squares.
+  fields' u, so the u of every field and level follow by least squares (the
+  address's subsets are unknowns of their own, not products of its fields).
 - m (agreement of a true match): measured on anchor pairs, which agree exactly
   on every core feature (first name, last name, birth date, street) outside the
   feature's own group, falling back to EM over the agreement patterns where
@@ -46,7 +49,7 @@ from cleanroom.bundle import KeyInfo
 MAX_HOLDERS = 20  # tokens held by more reference rows than this make no candidates
 EM_ROUNDS = 100
 MIN_ANCHOR_PAIRS = 50
-MIN_POSTERIOR = 0.995  # every link must also be likely on its own (as the default target asks of all links)
+MIN_POSTERIOR = 0.997  # every link must also be likely on its own (0.995, the default target, before the address compound)
 ANCHORS = {"first": "first_canon", "last": "last", "dob": "dob", "address": "street"}
 IMPLIED = {"dob": ("birth_year",)}  # exact agreement on a field means exact agreement on these (derived from it)
 LEVELS = ("disagree", "fuzzy", "exact")  # per field, as the keys show it
@@ -55,6 +58,11 @@ FEATURE_LEVELS = ("disagree", "partial", "fuzzy", "exact")  # per feature of the
 # fell (hard profile, full coverage, 0.900 -> 0.883), as its second count makes up for a u of the birth date
 # that the least squares over keys put several times too high.
 NESTED = {"first_phonetic": "first", "last_phonetic": "last"}
+# fields compared as one feature, a level per subset of them agreeing exactly: a household shares all three, a
+# move changes all three, so as independent fields they count a shared address several times and a move
+# three times. Formed only where all are present and no variant touches them.
+COMPOUNDS = {"address": ("zip5", "house_number", "street")}
+N_LEVELS = 8  # columns of the m and u arrays: FEATURE_LEVELS for a field, 2**3 subsets for a compound
 _BOUND = 1e-3  # m stays within [0.001, 0.999]: no single field can veto a pair
 U_FLOOR = 1e-7  # random agreement can be rare (two people sharing a birth date: ~1 in 20,000)
 _EPS = 1e-9
@@ -298,51 +306,101 @@ class Feature:
     exact level, not exact on the name and, independently, on its code."""
 
     name: str
-    field: int  # index of the field
+    field: int  # index of the field (of a compound: its first member)
     partial: int | None  # index of the nested coarser field
+    members: tuple[int, ...] = ()  # a compound's fields: level = sum of 2**k over its members k agreeing exactly
+
+    def bits(self) -> int:
+        """The fields the feature compares, as a bitmask."""
+        fields = self.members or (self.field, *(() if self.partial is None else (self.partial,)))
+        return sum(1 << f for f in fields)
 
 
-def features_of(fields: list[str]) -> list[Feature]:
+def features_of(fields: list[str], fuzzy: int = 0) -> list[Feature]:
     """A feature per field; a coarser field (NESTED) joins the one other field of its group as its partial
-    level, or stays a feature of its own when its group has no single such field."""
+    level, or stays a feature of its own when its group has no single such field; the fields of a COMPOUND
+    are one feature when all are present and none is in `fuzzy` (a bitmask of fields variants touch)."""
     index = {f: i for i, f in enumerate(fields)}
     mains = {g: [f for f in fields if _group(f) == g and f not in NESTED] for g in set(NESTED.values())}
     nested = {mains[g][0]: c for c, g in NESTED.items() if c in index and len(mains[g]) == 1}
     taken = set(nested.values())
-    return [
+    compounds = {
+        name: tuple(index[f] for f in members) for name, members in COMPOUNDS.items()
+        if all(f in index and not fuzzy >> index[f] & 1 for f in members)
+    }
+    in_compound = {i for members in compounds.values() for i in members}
+    plain = [
         Feature(f, index[f], index[nested[f]] if f in nested else None)
-        for f in fields if f not in taken
+        for f in fields if f not in taken and index[f] not in in_compound
     ]
+    return plain + [Feature(name, members[0], None, members) for name, members in compounds.items()]
 
 
 def feature_levels(exact: np.ndarray, fuzzy: np.ndarray, observed: np.ndarray, features: list[Feature]
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Level index (0 disagree, 1 partial, 2 fuzzy, 3 exact) and seen, per pattern and feature."""
+    """Level index (0 disagree, 1 partial, 2 fuzzy, 3 exact; a compound's subset of members agreeing) and seen,
+    per pattern and feature."""
     levels = np.zeros((len(exact), len(features)), np.int64)
     seen = np.zeros((len(exact), len(features)), bool)
     for j, feature in enumerate(features):
+        seen[:, j] = (observed & feature.bits()) != 0
+        if feature.members:  # its m is learned from pairs showing all members (others are scored by marginals)
+            seen[:, j] = (observed & feature.bits()) == feature.bits()
+            levels[:, j] = sum(((exact >> f) & 1) << k for k, f in enumerate(feature.members))
+            continue
         bit = 1 << feature.field
         part = 1 << feature.partial if feature.partial is not None else 0
         levels[:, j] = np.where(exact & bit, 3, np.where(fuzzy & bit, 2, np.where((exact | fuzzy) & part, 1, 0)))
-        seen[:, j] = (observed & (bit | part)) != 0
     return levels, seen
 
 
-def feature_agreement(u: np.ndarray, features: list[Feature]) -> np.ndarray:
-    """u per feature and FEATURE_LEVELS from u per field and LEVELS: a partial level is agreement on the
-    coarser field beyond what the exact and fuzzy levels of the field already cover."""
-    out = np.zeros((len(features), 4))
+def feature_agreement(u: np.ndarray, features: list[Feature], compound_u: dict[str, np.ndarray] | None = None
+                      ) -> np.ndarray:
+    """u per feature and level (N_LEVELS columns) from u per field and LEVELS: a partial level is agreement on
+    the coarser field beyond what the exact and fuzzy levels of the field already cover. A compound's levels
+    come from `compound_u` (see `random_agreement`). Columns a feature does not use hold _BOUND."""
+    out = np.full((len(features), N_LEVELS), _BOUND)
     for j, feature in enumerate(features):
+        if feature.members:
+            out[j, : 2 ** len(feature.members)] = (compound_u or {})[feature.name]
+            continue
         out[j, 3], out[j, 2] = u[feature.field, 2], u[feature.field, 1]
         out[j, 1] = _BOUND
         if feature.partial is not None:  # a coarser code is shared by every exact pair and some fuzzy ones
             out[j, 1] = max(u[feature.partial, 2] - out[j, 3], _BOUND)
-        out[j, 0] = max(1 - out[j, 1:].sum(), _BOUND)
+        out[j, 0] = max(1 - out[j, 1:4].sum(), _BOUND)
     return out
 
 
-def feature_weight(feature: Feature, ratio: np.ndarray) -> pl.Expr:
+def compound_ratios(m: np.ndarray, u: np.ndarray, k: int) -> dict[int, float]:
+    """log2(m / u) of a compound of k members, keyed by observed * 2**k + agreeing (subsets of members): where
+    some members are unknown for the pair, m and u are summed over their states (marginals)."""
+    table = {}
+    for observed in range(2 ** k):
+        for agreeing in range(2 ** k):
+            if agreeing & ~observed:
+                continue
+            states = [s for s in range(2 ** k) if s & observed == agreeing]
+            table[observed * 2 ** k + agreeing] = (
+                float(np.log2(m[states].sum() / u[states].sum())) if observed else 0.0
+            )
+    return table
+
+
+def feature_weight(feature: Feature, m: np.ndarray, u: np.ndarray) -> pl.Expr:
     """log2(m / u) of a pair's level of one feature (0 when either row lacks it), from its bitmask columns."""
+    if feature.members:
+        k = len(feature.members)
+
+        def subset(column: str) -> pl.Expr:
+            return pl.sum_horizontal(
+                ((pl.col(column) & (1 << f)) != 0).cast(pl.Int64) * (1 << b) for b, f in enumerate(feature.members)
+            )
+        table = compound_ratios(m[: 2**k], u[: 2**k], k)
+        return (subset("observed") * 2**k + subset("exact")).replace_strict(
+            list(table), list(table.values()), return_dtype=pl.Float64
+        )
+    ratio = np.log2(m / u)
     bit = 1 << feature.field
     part = 1 << feature.partial if feature.partial is not None else 0
     return (
@@ -355,28 +413,40 @@ def feature_weight(feature: Feature, ratio: np.ndarray) -> pl.Expr:
 
 
 def random_agreement(
-    shared: dict[str, int], masks: dict[str, tuple[int, int]], n_fields: int, n_rows: int
-) -> np.ndarray:
-    """u per field and level (fields x [disagree, fuzzy only, exact]), from token frequencies only.
+    shared: dict[str, int], masks: dict[str, tuple[int, int]], n_fields: int, n_rows: int,
+    compounds: dict[str, tuple[int, ...]] | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """u per field and level (fields x [disagree, fuzzy only, exact]), and per compound and subset of its
+    members agreeing exactly (the others disagreeing), from token frequencies only.
 
     log P(two random reference rows share a token of a key) = the sum of log u
     of the key's fields at the level the key shows them (exact, or "exact or
     fuzzy" for fields its variants touch); least squares over all keys.
+    A compound's members are not taken as independent: a key holding the subset
+    S of them contributes log P(all of S agree), one unknown per subset (the key
+    of all three address fields measures a shared address directly); the
+    levels follow by inclusion-exclusion.
     `shared` holds, per key, the pairs of reference rows sharing a token.
     """
+    compounds = compounds or {}
     fuzzy_fields = [i for i in range(n_fields) if any(f >> i & 1 for _, f in masks.values())]
+    subsets = [(name, sub) for name, members in compounds.items() for sub in range(1, 2 ** len(members))]
+    member_bits = sum(1 << f for members in compounds.values() for f in members)
     design, target = [], []
     pairs_total = max(n_rows * (n_rows - 1) / 2, 1)
     for key, (exact, fuzzy) in masks.items():
         if not shared.get(key):
             continue
-        design.append([exact >> i & 1 for i in range(n_fields)] + [fuzzy >> i & 1 for i in fuzzy_fields])
+        held = {
+            name: sum(1 << k for k, f in enumerate(members) if exact >> f & 1) for name, members in compounds.items()
+        }
+        plain = exact & ~member_bits
+        design.append([plain >> i & 1 for i in range(n_fields)] + [fuzzy >> i & 1 for i in fuzzy_fields]
+                      + [int(held[name] == sub) for name, sub in subsets])
         target.append(np.log(shared[key] / pairs_total))
-    solution = (
-        np.linalg.lstsq(np.array(design, float), np.array(target), rcond=None)[0]
-        if design else np.zeros(n_fields + len(fuzzy_fields))
-    )
-    informed = np.array(design, float).sum(axis=0) > 0 if design else np.zeros(n_fields + len(fuzzy_fields), bool)
+    width = n_fields + len(fuzzy_fields) + len(subsets)
+    solution = np.linalg.lstsq(np.array(design, float), np.array(target), rcond=None)[0] if design else np.zeros(width)
+    informed = np.array(design, float).sum(axis=0) > 0 if design else np.zeros(width, bool)
     u = np.zeros((n_fields, 3))
     u[:, 2] = np.where(informed[:n_fields], np.exp(solution[:n_fields]), 0.5)
     u[:, 1] = _BOUND
@@ -385,7 +455,30 @@ def random_agreement(
             u[i, 1] = max(np.exp(solution[n_fields + j]) - u[i, 2], _BOUND)
     u = np.clip(u, U_FLOOR, 1 - _BOUND)
     u[:, 0] = np.clip(1 - u[:, 1] - u[:, 2], _BOUND, 1)
-    return u
+    found = {s: float(np.exp(solution[n_fields + len(fuzzy_fields) + j]))
+             for j, s in enumerate(subsets) if informed[n_fields + len(fuzzy_fields) + j]}
+    return u, {name: subset_levels(name, len(members), found) for name, members in compounds.items()}
+
+
+def subset_levels(name: str, k: int, at_least: dict[tuple[str, int], float]) -> np.ndarray:
+    """P(exactly subset S of a compound's k members agrees), per S, from P(at least S agrees) by
+    inclusion-exclusion; a subset no key measured counts as its members agreeing independently."""
+    def agree(sub: int) -> float:
+        if sub == 0:
+            return 1.0
+        if (name, sub) in at_least:
+            return at_least[(name, sub)]
+        return float(np.prod([at_least.get((name, 1 << b), 0.5) for b in range(k) if sub >> b & 1]))
+    full = 2 ** k - 1
+    levels = np.zeros(2 ** k)
+    for sub in range(1, 2 ** k):
+        levels[sub] = sum(
+            (-1) ** (sup.bit_count() - sub.bit_count()) * agree(sup)
+            for sup in range(sub, 2 ** k) if sup & sub == sub and sup & full == sup
+        )
+    levels = np.clip(levels, U_FLOOR, 1 - _BOUND)
+    levels[0] = max(1 - levels[1:].sum(), _BOUND)
+    return levels
 
 
 def _normalized(weights: np.ndarray) -> np.ndarray:
@@ -417,19 +510,25 @@ def fit_em(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, u: np.ndarr
     return m, prior
 
 
-def anchored_m(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, names: list[str], fallback: np.ndarray) -> np.ndarray:
+def anchored_m(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, features: list[Feature],
+               fields: list[str], fallback: np.ndarray) -> np.ndarray:
     """m per feature and level measured on anchor pairs (see the module docstring)."""
-    index = {f: i for i, f in enumerate(names)}
-    top = fallback.shape[1] - 1
     m = fallback.copy()
-    for i, name in enumerate(names):
-        core = [index[c] for g, c in ANCHORS.items() if g != _group(name) and c in index]
+    agrees = {}  # anchor field -> per pattern: does the pair agree on it exactly
+    for j, feature in enumerate(features):
+        for k, f in enumerate(feature.members or (feature.field,)):
+            top = (levels[:, j] >> k & 1) == 1 if feature.members else levels[:, j] == 3
+            agrees[fields[f]] = top & seen[:, j]
+    for j, feature in enumerate(features):
+        group = _group(fields[feature.field])
+        core = [agrees[c] for g, c in ANCHORS.items() if g != group and c in agrees]
         if not core:
             continue
-        anchor = np.all((levels[:, core] == top) & seen[:, core], axis=1) & seen[:, i]
-        weight = counts * anchor
+        weight = counts * (np.all(core, axis=0) & seen[:, j])
         if weight.sum() >= MIN_ANCHOR_PAIRS:
-            m[i] = _normalized(np.bincount(levels[:, i], weights=weight, minlength=top + 1)[None, :])[0]
+            used = 2 ** len(feature.members) if feature.members else len(FEATURE_LEVELS)
+            m[j, :used] = _normalized(np.bincount(levels[:, j], weights=weight, minlength=used)[None, :used])[0]
+            m[j, used:] = _BOUND
     return m
 
 
@@ -521,20 +620,21 @@ def score_partners(
     candidates = candidate_pairs(partners, reference, masks)
     pairs = {name: shown_agreement(implied_agreement(frame, fields), masks) for name, frame in candidates.pairs.items()}
     counted = pl.concat(pairs.values()).group_by("exact", "fuzzy", "observed").len().sort("exact", "fuzzy", "observed")
-    features = features_of(fields)
+    features = features_of(fields, fuzzy=int(np.bitwise_or.reduce([f for _, f in masks.values()] or [0])))
     levels, seen = feature_levels(*(counted[c].to_numpy().astype(np.int64) for c in ("exact", "fuzzy", "observed")),
                                   features)
     counts = counted["len"].to_numpy().astype(float)
-    u = feature_agreement(random_agreement(candidates.shared, masks, n, reference.manifest.row_count), features)
+    compounds = {f.name: f.members for f in features if f.members}
+    u_fields, u_compounds = random_agreement(candidates.shared, masks, n, reference.manifest.row_count, compounds)
+    u = feature_agreement(u_fields, features, u_compounds)
     m_em, _ = fit_em(levels, seen, counts, u)
-    m = anchored_m(levels, seen, counts, [f.name for f in features], fallback=m_em)
+    m = anchored_m(levels, seen, counts, features, fields, fallback=m_em)
     prior = fit_prior(levels, seen, counts, m, u)
     # At most one true match per partner row among its candidates.
     rows = sum(frame.get_column("p_idx").n_unique() for frame in pairs.values())
     prior = min(prior, rows / max(float(counts.sum()), 1.0))
     odds = float(np.log2(prior / (1 - prior)))
-    ratio = np.log2(m / u)  # features x FEATURE_LEVELS
-    weight = pl.sum_horizontal(feature_weight(feature, ratio[j]) for j, feature in enumerate(features))
+    weight = pl.sum_horizontal(feature_weight(feature, m[j], u[j]) for j, feature in enumerate(features))
     rule = pl.concat_str(
         [pl.when(pl.col("exact") & (1 << i) != 0).then(pl.lit(f))
          .when(pl.col("fuzzy") & (1 << i) != 0).then(pl.lit(f + "~")) for i, f in enumerate(fields)],
