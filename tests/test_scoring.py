@@ -369,6 +369,19 @@ def test_birth_date_agreement_implies_birth_year_agreement():
     assert implied_agreement(pairs, ["dob", "last"]).equals(pairs)  # no birth_year field: nothing to imply
 
 
+def test_last_name_agreement_implies_its_phonetic_code_and_makes_the_year_showable():
+    """The last name's code is derived from it: a household member agreeing on the last name and the
+    address agrees on the code, so a key of the code, the year and the zip could have shown the year."""
+    fields = ["birth_year", "last", "last_phonetic", "zip5"]  # bits 1, 2, 4, 8
+    keys = [KeyInfo(name="p", fields=["last_phonetic", "birth_year", "zip5"], non_null=1),
+            KeyInfo(name="l", fields=["last", "zip5"], non_null=1)]
+    pairs = pl.DataFrame({"exact": [2 | 8], "fuzzy": [0], "observed": [15]},
+                         schema={"exact": pl.UInt32, "fuzzy": pl.UInt32, "observed": pl.UInt32})
+    got = shown_agreement(implied_agreement(pairs, fields), key_masks(keys, fields))
+    assert got["exact"].to_list() == [2 | 4 | 8]
+    assert got["observed"].to_list() == [15]  # the year now counts as disagreeing, not unknown
+
+
 def test_scored_links_on_the_birth_date_carry_the_year(scored_bundles):
     """End to end: every link whose birth date agrees exactly shows the birth year agreeing."""
     reference, partners = scored_bundles

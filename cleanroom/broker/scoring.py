@@ -51,7 +51,9 @@ EM_ROUNDS = 100
 MIN_ANCHOR_PAIRS = 50
 MIN_POSTERIOR = 0.997  # every link must also be likely on its own (0.995, the default target, before the address compound)
 ANCHORS = {"first": "first_canon", "last": "last", "dob": "dob", "address": "street"}
-IMPLIED = {"dob": ("birth_year",)}  # exact agreement on a field means exact agreement on these (derived from it)
+# exact agreement on a field means exact agreement on these (derived from it). Not the first name: its phonetic
+# code is of the name as written, first_canon of its nickname group.
+IMPLIED = {"dob": ("birth_year",), "last": ("last_phonetic",)}
 LEVELS = ("disagree", "fuzzy", "exact")  # per field, as the keys show it
 FEATURE_LEVELS = ("disagree", "partial", "fuzzy", "exact")  # per feature of the model
 # coarser field -> its group. The birth year stays a feature of its own: nested under the birth date, recall
