@@ -355,17 +355,18 @@ def test_a_row_listing_a_token_twice_holds_it_once(scored_bundles, tmp_path):
 
 
 def test_birth_date_agreement_implies_birth_year_agreement():
-    """A pair agreeing on the birth date agrees on the year even when no key with the year matched
-    (its names differ), instead of counting the year as disagreeing."""
+    """A pair agreeing on the birth date (exactly, or with day and month swapped) agrees on the year even
+    when no key with the year matched (its names differ), instead of counting the year as unknown or
+    disagreeing."""
     fields = ["birth_year", "dob", "last"]  # bits 1, 2, 4
     pairs = pl.DataFrame(
         {"exact": [2, 4, 0], "fuzzy": [0, 0, 2], "observed": [6, 7, 7]},
         schema={"exact": pl.UInt32, "fuzzy": pl.UInt32, "observed": pl.UInt32},
     )
     got = implied_agreement(pairs, fields)
-    assert got["exact"].to_list() == [3, 4, 0]  # dob exact: year exact too; otherwise unchanged
+    assert got["exact"].to_list() == [3, 4, 1]  # dob exact or day/month swapped: year exact too
     assert got["observed"].to_list() == [7, 7, 7]
-    assert got["fuzzy"].to_list() == [0, 0, 2]  # a fuzzy birth date (day/month swap) implies nothing here
+    assert got["fuzzy"].to_list() == [0, 0, 2]  # the birth date itself stays fuzzy
     assert implied_agreement(pairs, ["dob", "last"]).equals(pairs)  # no birth_year field: nothing to imply
 
 

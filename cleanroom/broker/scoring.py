@@ -54,6 +54,7 @@ ANCHORS = {"first": "first_canon", "last": "last", "dob": "dob", "address": "str
 # exact agreement on a field means exact agreement on these (derived from it). Not the first name: its phonetic
 # code is of the name as written, first_canon of its nickname group.
 IMPLIED = {"dob": ("birth_year",), "last": ("last_phonetic",)}
+IMPLIED_BY_FUZZY = {"dob": ("birth_year",)}  # a fuzzy birth date (day and month swapped) keeps the year
 LEVELS = ("disagree", "fuzzy", "exact")  # per field, as the keys show it
 FEATURE_LEVELS = ("disagree", "partial", "fuzzy", "exact")  # per feature of the model
 # coarser field -> its group. The birth year stays a feature of its own: nested under the birth date, recall
@@ -251,7 +252,8 @@ def candidate_pairs(
 
 def implied_agreement(pairs: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     """Pairs with the agreement their exact fields imply (IMPLIED): a pair agreeing on the
-    birth date agrees on the birth year, whether or not a key with the year matched.
+    birth date agrees on the birth year, whether or not a key with the year matched;
+    so does a pair whose birth dates agree with day and month swapped (IMPLIED_BY_FUZZY).
 
     A field only shows agreement through keys that matched, so a pair whose names
     differ (no phonetic-name-and-year key in common) would otherwise count the
@@ -259,13 +261,14 @@ def implied_agreement(pairs: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     """
     index = {f: i for i, f in enumerate(fields)}
     exact, observed = pl.col("exact"), pl.col("observed")
-    for field, derived in IMPLIED.items():
-        bits = sum(1 << index[d] for d in derived if d in index)
-        if field not in index or not bits:
-            continue
-        agrees = (pl.col("exact") & (1 << index[field])) != 0
-        exact = pl.when(agrees).then(exact | bits).otherwise(exact)
-        observed = pl.when(agrees).then(observed | bits).otherwise(observed)
+    for column, implied in (("exact", IMPLIED), ("fuzzy", IMPLIED_BY_FUZZY)):
+        for field, derived in implied.items():
+            bits = sum(1 << index[d] for d in derived if d in index)
+            if field not in index or not bits:
+                continue
+            agrees = (pl.col(column) & (1 << index[field])) != 0
+            exact = pl.when(agrees).then(exact | bits).otherwise(exact)
+            observed = pl.when(agrees).then(observed | bits).otherwise(observed)
     return pairs.with_columns(exact.alias("exact"), observed.alias("observed")).with_columns(
         (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy")
     )
