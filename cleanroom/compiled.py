@@ -21,6 +21,15 @@ def compiled(function):
         return numba.njit(nogil=True)(function)
 
 
+@numba.njit(inline="always")
+def is_ascii(data, lo, hi):
+    """data[lo:hi] holds only ASCII bytes (a string kernel's test before it applies its rules)."""
+    for i in range(lo, hi):
+        if data[i] >= 128:
+            return False
+    return True
+
+
 def validity(array: pa.Array) -> np.ndarray:
     """Boolean numpy mask of an Arrow array's non-null rows, read off its bitmap."""
     if array.null_count == 0:

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from cleanroom.compiled import DONE, NOT_ASCII, NULL, compiled, map_strings
+from cleanroom.compiled import DONE, NOT_ASCII, NULL, compiled, is_ascii, map_strings
 from cleanroom.normalize.generic import nfkc
 
 VERSION = "1"
@@ -126,12 +126,7 @@ def _canonical_ascii(offsets, data, valid, atext, mailto, gmail, googlemail, can
         if not valid[row]:
             continue
         lo, hi = offsets[row], offsets[row + 1]
-        ascii = True
-        for i in range(lo, hi):
-            if data[i] >= 128:
-                ascii = False
-                break
-        if not ascii:
+        if not is_ascii(data, lo, hi):
             status[row] = NOT_ASCII
             continue
         while lo < hi and (9 <= data[lo] <= 13 or data[lo] == 32):

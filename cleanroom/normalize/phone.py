@@ -20,7 +20,7 @@ import polars as pl
 from phonenumbers import PhoneMetadata
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
-from cleanroom.compiled import DONE, NOT_ASCII, NULL, compiled, map_strings
+from cleanroom.compiled import DONE, NOT_ASCII, NULL, compiled, is_ascii, map_strings
 from cleanroom.errors import SpecError
 from cleanroom.normalize.generic import map_distinct
 
@@ -122,12 +122,7 @@ def _clean_ascii(offsets, data, valid, words, out_offsets, out_data, status):
         if not valid[row]:
             continue
         lo, hi = offsets[row], offsets[row + 1]
-        ascii = True
-        for i in range(lo, hi):
-            if data[i] >= 128:
-                ascii = False
-                break
-        if not ascii:
+        if not is_ascii(data, lo, hi):
             status[row] = NOT_ASCII
             continue
         while lo < hi and _space(data[lo]):
