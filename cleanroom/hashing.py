@@ -1,18 +1,23 @@
 """The partner side: normalize, tokenize and bundle a contact list.
 
-`hash_frame` works in memory on a polars (or pandas) frame; `hash_file` streams
-a CSV or Parquet file in batches, shuffles rows into random order through
-handle-sorted buckets, and publishes the bundle and the vault atomically.
+Every bundle lists its rows sorted by fresh random handles, an order unrelated
+to the input's. `hash_frame` works in memory on a polars (or pandas) frame.
+`hash_file` reads an input of up to `BUCKET_ROWS` rows whole and hashes it in
+handle order, batch by batch; a larger one is streamed in batches and
+shuffled through handle-range buckets spilled to disk. Both publish the
+bundle and the vault atomically.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from collections import defaultdict, deque
-from collections.abc import Callable
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from cleanroom import keyed_blake3, normalize
+from cleanroom import normalize
 from cleanroom.attributes import COUNT, apply_mapping, protect_attributes, protection_mapping
 from cleanroom.bundle import TOKENS_FILE, KeyInfo, Manifest, file_digest, sign_manifest
 from cleanroom.errors import InputError, SpecError
@@ -154,9 +159,8 @@ class HashPlan:
             exprs.append(pl.when(value != "").then(value).alias(name))
         return exprs
 
-    def run(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
-        """Tokens (with fresh handles, input order), vault and counts of one batch."""
-        handles = random_handles(batch.height)
+    def run(self, batch: pl.DataFrame, handles: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
+        """Tokens, vault and counts of one batch, its rows taking `handles` in order."""
         work = batch.rechunk().with_columns(handles, **self.derived)
         tokens = work.select(
             "handle", *[e.alias(k) for k, e in self.tokens.items()], *self.attribute_exprs()
@@ -214,11 +218,11 @@ def hash_frame(
     df = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
     df = df.with_row_index(ROW, offset=1)
     plan = HashPlan.build(spec, key, df.columns, attributes=attributes, id_column=id_column)
-    tokens, vault, summary = plan.run(df)
+    tokens, vault, summary = plan.run(*next(_in_handle_order(df, max(1, df.height))))
     _require_tokens(summary)
     if plan.attributes:
         tokens, _ = protect_attributes(tokens, list(plan.attributes), k)
-    return pl.from_arrow(unpacked(_in_handle_order(tokens))), pl.from_arrow(unpacked(vault)), summary
+    return pl.from_arrow(unpacked(tokens)), pl.from_arrow(unpacked(vault)), summary
 
 
 def hash_file(
@@ -244,7 +248,7 @@ def hash_file(
     (see `cleanroom.attributes`). `progress(done_rows, total_rows)` is called
     after every batch.
     """
-    keyed_blake3.warm_up()  # while the input is scanned and normalized
+    warm_up()  # while the input is scanned
     lf = read_input(Path(input_path), encoding=encoding, delimiter=delimiter)
     plan = HashPlan.build(
         spec, key, lf.collect_schema().names(), attributes=attributes, id_column=id_column
@@ -258,45 +262,48 @@ def hash_file(
     if out.resolve() == vault_dir.resolve():
         raise InputError("--out and --vault must be different folders")
     summary = HashSummary()
+    name = Path(input_path).name
+    source = lf.select(plan.input_columns())
     with (
         tempfile.TemporaryDirectory(prefix="cleanroom-hash-") as scratch,
         staged_dir(out) as bundle_tmp,
         staged_dir(vault_dir) as vault_tmp,
     ):
-        shuffle = _Shuffle(Path(scratch), total)
-        vault = _Vault(vault_tmp / VAULT_FILE)
-
-        def store(tokens: pl.DataFrame, rows: pl.DataFrame) -> None:
-            shuffle.add(tokens)
-            vault.add(rows)
-
-        # batch i is written on a second thread while batch i+1 is computed; one in flight bounds memory
-        stored: Future | None = None
+        tokens_file, vault = _ParquetFile(bundle_tmp / TOKENS_FILE), _ParquetFile(vault_tmp / VAULT_FILE)
+        shuffle = None if total <= BUCKET_ROWS else _Shuffle(Path(scratch), total)
+        if shuffle:
+            batches = ((batch, random_handles(batch.height)) for batch in _batches(source, name))
+        else:
+            batches = _in_handle_order(_collect(source, name), BATCH_ROWS)
+        add_tokens = shuffle.add if shuffle else tokens_file.add
+        # batch i is written (tokens and vault on two threads) while batch i+1 is computed; one in flight bounds memory
+        stored: list[Future] = []
         try:
-            with ThreadPoolExecutor(1) as writer:
-                for batch in _batches(lf.select(plan.input_columns()), Path(input_path).name):
+            with ThreadPoolExecutor(2) as writers:
+                for batch, handles in batches:
                     try:
-                        tokens, rows, batch_summary = plan.run(batch)
+                        tokens, rows, batch_summary = plan.run(batch, handles)
                     except pl.exceptions.PolarsError:
-                        first = summary.rows + 1
                         raise InputError(
-                            f"{Path(input_path).name}: rows {first} to {first + batch.height - 1} could not be "
+                            f"{name}: a row between rows {batch[ROW].min()} and {batch[ROW].max()} could not be "
                             "normalized (an unexpected value type?)"
                         ) from None
                     if names:
                         tokens = apply_mapping(tokens, mapping, names)
                     summary.add(batch_summary)
-                    if stored:
-                        stored.result()
-                    stored = writer.submit(store, tokens, rows)
+                    for done in stored:
+                        done.result()
+                    stored = [writers.submit(add_tokens, tokens), writers.submit(vault.add, rows)]
                     if progress:
                         progress(summary.rows, total)
-                if stored:
-                    stored.result()
+                for done in stored:
+                    done.result()
+            _require_tokens(summary)
+            if shuffle:
+                shuffle.write(tokens_file)
         finally:
+            tokens_file.close()
             vault.close()
-        _require_tokens(summary)
-        shuffle.write(bundle_tmp / TOKENS_FILE)
         manifest = Manifest(
             kind="reference" if reference else "partner",
             consortium_id=key.consortium_id,
@@ -317,6 +324,25 @@ def hash_file(
         )
         sign_manifest(bundle_tmp, manifest, identity)
     return manifest, summary
+
+
+@cache
+def warm_up() -> threading.Thread:
+    """Load (or on first use compile) the compiled kernels in the background, once per process; returns the thread.
+
+    Not a daemon thread: a process that exits while numba initializes in a
+    daemon thread aborts, so an early error waits for the load instead.
+    """
+    thread = threading.Thread(target=_run_kernels)
+    thread.start()
+    return thread
+
+
+def _run_kernels() -> None:
+    """Normalize and tokenize one tiny row, which runs every compiled kernel of the hash path once."""
+    sample = pl.DataFrame({"email": ["a@b.co"], "phone": ["+15035550100"]})
+    fields = [normalize.derive(t, pl.col(t))[t] for t in sample.columns]
+    sample.select(token_list([(f,) for f in fields], bytes(32)))
 
 
 def _require_tokens(summary: HashSummary) -> None:
@@ -343,35 +369,58 @@ def _batches(lf: pl.LazyFrame, name: str):
         raise InputError(f"input file {name} could not be parsed (malformed CSV?)") from None
 
 
-class _Vault:
-    """The vault file (handle -> row number and id), written batch by batch."""
+def _collect(lf: pl.LazyFrame, name: str) -> pl.DataFrame:
+    try:
+        return lf.collect().rechunk()  # a gather over chunks is ten times slower
+    except pl.exceptions.PolarsError:
+        raise InputError(f"input file {name} could not be parsed (malformed CSV?)") from None
+
+
+def _in_handle_order(frame: pl.DataFrame, batch_rows: int) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
+    """Batches of the frame's rows in the order of fresh random handles, each with its handles (ascending).
+
+    Each row takes one of n fresh handles; its position in the sorted
+    handles, uniformly random, is where it goes.
+    """
+    raw = random_handles(frame.height).to_numpy().copy()
+    prefix = _prefix(raw)
+    order = pl.Series(prefix).arg_sort()
+    raw[:, :8] = prefix[order.to_numpy()].view(np.uint8).reshape(-1, 8)  # sorted by prefix (the rest is random too)
+    for start in range(0, frame.height, batch_rows):
+        rows = order.slice(start, batch_rows)
+        yield frame[rows], pl.Series("handle", raw[start : start + rows.len()], dtype=PACKED)
+
+
+class _ParquetFile:
+    """A Parquet file written batch by batch (bundle tokens, vault)."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.writer = path, None
 
-    def add(self, rows: pl.DataFrame) -> None:
-        table = unpacked(rows)
+    def add(self, frame: pl.DataFrame) -> None:
+        self.add_table(unpacked(frame))
+
+    def add_table(self, table: pa.Table) -> None:
         self.writer = self.writer or _parquet_writer(self.path, table.schema)
-        self.writer.write_table(table)
+        self.writer.write_table(table.cast(self.writer.schema))
 
     def close(self) -> None:
         if self.writer:
             self.writer.close()
+            self.writer = None
 
 
 class _Shuffle:
-    """Rows in random order with bounded memory.
+    """Rows of a large input in handle order with bounded memory.
 
     A row's bucket is the range its random handle falls in, so the buckets,
-    each sorted by handle and written one after the other, give a file sorted
-    by handle: an order unrelated to the input's. Buckets stay in memory for
-    small inputs, else are spilled to Arrow IPC files in `scratch`.
+    spilled to Arrow IPC files in `scratch`, then each sorted by handle and
+    written one after the other, give a file sorted by handle.
     """
 
     def __init__(self, scratch: Path, rows: int) -> None:
         self.scratch, self.batches = scratch, 0
         self.buckets = max(_READ_AHEAD, math.ceil(rows / BUCKET_ROWS))
-        self.pieces: dict[int, list[pl.DataFrame]] | None = defaultdict(list) if rows <= BUCKET_ROWS else None
 
     def add(self, tokens: pl.DataFrame) -> None:
         # bucket = floor(prefix * buckets / 2**64), in 64-bit arithmetic
@@ -380,50 +429,35 @@ class _Shuffle:
             "__bucket", as_dict=True, include_key=False
         )
         for (b,), part in parts.items():
-            if self.pieces is not None:
-                self.pieces[b].append(part)
-            else:
-                part.write_ipc(self.scratch / f"b{b}-{self.batches}.arrow", compression="uncompressed")
+            part.write_ipc(self.scratch / f"b{b}-{self.batches}.arrow", compression="uncompressed")
         self.batches += 1
 
-    def _bucket(self, b: int) -> pl.DataFrame | None:
-        if self.pieces is not None:
-            frames = self.pieces.pop(b, [])
-        else:
-            frames = [pl.read_ipc(f) for f in sorted(self.scratch.glob(f"b{b}-*.arrow"))]
-        return pl.concat(frames) if frames else None
-
     def _sorted_bucket(self, b: int) -> pa.Table | None:
-        bucket = self._bucket(b)
-        return None if bucket is None else unpacked(_in_handle_order(bucket))
+        frames = [pl.read_ipc(f) for f in sorted(self.scratch.glob(f"b{b}-*.arrow"))]
+        if not frames:
+            return None
+        bucket = pl.concat(frames).rechunk()  # a gather over chunks is ten times slower
+        return unpacked(bucket[pl.Series(_handle_prefix(bucket)).arg_sort()])
 
-    def write(self, target: Path) -> None:
+    def write(self, out: _ParquetFile) -> None:
         """Write the buckets in order; the next ones are read and sorted (on two threads) while one is written."""
-        writer: pq.ParquetWriter | None = None
-        try:
-            with ThreadPoolExecutor(_READ_AHEAD) as readers:
-                upcoming = deque(readers.submit(self._sorted_bucket, b) for b in range(min(_READ_AHEAD, self.buckets)))
-                for b in range(self.buckets):
-                    table = upcoming.popleft().result()
-                    if b + _READ_AHEAD < self.buckets:
-                        upcoming.append(readers.submit(self._sorted_bucket, b + _READ_AHEAD))
-                    if table is None:
-                        continue
-                    writer = writer or _parquet_writer(target, table.schema)
-                    writer.write_table(table.cast(writer.schema))
-        finally:
-            if writer:
-                writer.close()
+        with ThreadPoolExecutor(_READ_AHEAD) as readers:
+            upcoming = deque(readers.submit(self._sorted_bucket, b) for b in range(min(_READ_AHEAD, self.buckets)))
+            for b in range(self.buckets):
+                bucket = upcoming.popleft().result()
+                if b + _READ_AHEAD < self.buckets:
+                    upcoming.append(readers.submit(self._sorted_bucket, b + _READ_AHEAD))
+                if bucket is not None:
+                    out.add_table(bucket)
+
+
+def _prefix(handles: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each (n, 16) handle as a big-endian integer (as random as the whole handle)."""
+    return np.ascontiguousarray(handles[:, :8]).view(">u8").ravel()
 
 
 def _handle_prefix(frame: pl.DataFrame) -> np.ndarray:
-    """The first 8 bytes of each row's handle as a big-endian integer (as random as the whole handle)."""
-    return np.ascontiguousarray(frame["handle"].to_numpy()[:, :8]).view(">u8").ravel().astype(np.uint64)
-
-
-def _in_handle_order(frame: pl.DataFrame) -> pl.DataFrame:
-    """Rows ordered by their handle's prefix."""
-    return frame.rechunk()[pl.Series(_handle_prefix(frame)).arg_sort()]  # a gather over chunks is ten times slower
+    return _prefix(frame["handle"].to_numpy()).astype(np.uint64)
 
 
 def _parquet_writer(target: Path, schema) -> pq.ParquetWriter:

@@ -16,10 +16,8 @@ of a 128-bit value (a row's distinct tokens).
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 
 import blake3
 import numba
@@ -207,20 +205,22 @@ def keyed_digests_arrow(
         data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
         datas.append(data[raw[0] : raw[-1]])
     data = np.concatenate(datas) if len(datas) > 1 else datas[0]
+    data.flags.writeable = False  # as Arrow's own buffers: one compiled signature for every input
     valid = np.stack([validity(a) for a in arrays])
     out = np.zeros((n, size), dtype=np.uint8)
     done = np.zeros(n, dtype=np.bool_)
     key_words = np.frombuffer(key, dtype="<u4").astype(np.uint32)
     threads = max(1, min(pl.thread_pool_size(), n // _MIN_ROWS_PER_THREAD))
     bounds = np.linspace(0, n, threads + 1).astype(np.int64)
-    with ThreadPoolExecutor(threads) as pool:
-        for future in [
-            pool.submit(
-                _hash_rows, offsets, data, valid, length_prefixed, key_words, bounds[i], bounds[i + 1], out, done
-            )
-            for i in range(threads)
-        ]:
-            future.result()
+
+    def hash_part(i: int) -> None:
+        _hash_rows(offsets, data, valid, length_prefixed, key_words, bounds[i], bounds[i + 1], out, done)
+
+    if threads == 1:
+        hash_part(0)  # no pool: also usable while the interpreter shuts down (the warm-up thread)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(hash_part, range(threads)))
     all_valid = valid.all(axis=0)
     for row in np.flatnonzero(all_valid & ~done):  # longer than one chunk
         message = b"".join(
@@ -255,26 +255,6 @@ def first_occurrences(words, valid):
                     break
             keep[i, j] = not seen
     return keep
-
-
-def _load_kernel() -> None:
-    """Call the kernel once on one tiny message (read-only bytes, as most columns give)."""
-    offsets, valid = np.array([[0, 1]], dtype=np.int64), np.ones((1, 1), dtype=np.bool_)
-    data = np.frombuffer(b"w", dtype=np.uint8)
-    out, done = np.zeros((1, 16), dtype=np.uint8), np.zeros(1, dtype=np.bool_)
-    _hash_rows(offsets, data, valid, True, np.zeros(8, dtype=np.uint32), 0, 1, out, done)
-
-
-@cache
-def warm_up() -> threading.Thread:
-    """Load (or on first use compile) the kernel in the background, once per process; returns the thread.
-
-    Not a daemon thread: a process that exits while numba initializes in a
-    daemon thread aborts, so an early error waits for the load instead.
-    """
-    thread = threading.Thread(target=_load_kernel)
-    thread.start()
-    return thread
 
 
 if sys.byteorder != "little":  # the kernel reads message words through a native uint32 view

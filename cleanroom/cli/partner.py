@@ -15,12 +15,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cleanroom import keyed_blake3
 from cleanroom.broker.campaign import mark_opt_out
 from cleanroom.bundle import verify_bundle
 from cleanroom.cli.common import err, out
 from cleanroom.errors import InputError
-from cleanroom.hashing import HashSummary, hash_file
+from cleanroom.hashing import HashSummary, hash_file, warm_up
 from cleanroom.keys.identity import load_card, load_identity
 from cleanroom.keys.secret import load_key, new_key
 from cleanroom.spec import load_spec, parse_mapping
@@ -62,7 +61,7 @@ def hash(
     """Normalize, tokenize and sign a contact list into a bundle; the vault stays local."""
     if opt_out and reference:
         raise InputError("a bundle is either a reference or an opt-out list, not both")
-    keyed_blake3.warm_up()  # the compiled kernel loads while the identity is unlocked
+    warm_up()  # the compiled kernels load while the identity is unlocked
     spec = load_spec(spec_file)
     if mapping:
         spec = spec.with_columns(parse_mapping(mapping))

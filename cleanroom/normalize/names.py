@@ -66,9 +66,13 @@ def first(expr: pl.Expr) -> pl.Expr:
 
 
 def first_canon(expr: pl.Expr) -> pl.Expr:
-    """Canonical first name through the nickname table (see ``canonical_table``)."""
-    table = canonical_table()
-    return via_distinct(expr, lambda e: _first(e).replace(list(table), list(table.values())))
+    """Canonical first name through the nickname table (see ``canonical_table``, built on first evaluation)."""
+
+    def canonical(e: pl.Expr) -> pl.Expr:
+        table = canonical_table()
+        return _first(e).replace(list(table), list(table.values()))
+
+    return via_distinct(expr, canonical)
 
 
 def first_phonetic(expr: pl.Expr) -> pl.Expr:
