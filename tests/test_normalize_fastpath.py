@@ -101,3 +101,12 @@ def test_email_fast_path_on_odd_characters(items: list) -> None:
 def test_phone_compiled_cleaning_equals_stepwise_rules(items: list) -> None:
     raw = pl.Series("x", items + ["+٣1 202 456 1111", "\xa0202 456 1111 x12"], dtype=pl.String)
     assert phone.clean(raw).equals(phone._clean_stepwise(raw).alias("x"))
+
+
+@SETTINGS
+@given(st.lists(values, min_size=1, max_size=4))
+def test_results_kept_across_batches_are_what_each_batch_gives(batches: list[list]) -> None:
+    exprs = {f"{ft}.{name}": e for ft in FIELD_TYPES for name, e in derive(ft, pl.col("x")).items()}
+    for items in batches:  # the same expressions, batch after batch, as one hash run evaluates them
+        got = pl.DataFrame({"x": items}, schema={"x": pl.String}).select(**exprs)
+        assert got.equals(everything(items))

@@ -91,6 +91,35 @@ def distinct_codes(s: pl.Series) -> tuple[pl.Series, pl.Series]:
     return values, codes
 
 
+_REMEMBER_MAX = 1_000_000
+
+
+class _Remembered:
+    """A normalizer of distinct values that keeps its results across the batches of one run.
+
+    Names, dates and zips repeat from batch to batch, so each distinct value
+    is normalized once; past `_REMEMBER_MAX` values it stops adding to what
+    it keeps (and still normalizes what it has not seen).
+    """
+
+    def __init__(self, fn: Callable[[pl.Series], pl.Series]) -> None:
+        self.fn, self.lock = fn, threading.Lock()
+        self.known = pl.DataFrame(schema={"v": pl.String, "out": pl.String, "seen": pl.Boolean})
+
+    def __call__(self, values: pl.Series) -> pl.Series:
+        with self.lock:
+            joined = pl.DataFrame({"v": values}).join(self.known, on="v", how="left", maintain_order="left")
+            new = joined["seen"].is_null()
+            if not new.any():
+                return joined["out"]
+            fresh_values = values.filter(new)
+            fresh = self.fn(fresh_values)
+            if self.known.height + fresh.len() <= _REMEMBER_MAX:
+                learned = pl.DataFrame({"v": fresh_values, "out": fresh, "seen": True}).drop_nulls("v")
+                self.known = pl.concat([self.known, learned])
+            return joined["out"].scatter(new.arg_true(), fresh)
+
+
 def _via_codes(s: pl.Series, fn: Callable[[pl.Series], pl.Series]) -> pl.Series:
     s = s.cast(pl.String)
     values, codes = distinct_codes(s)
@@ -108,7 +137,8 @@ def map_distinct(expr: pl.Expr, fn: Callable[[str], str | None]) -> pl.Expr:
     def mapped(values: pl.Series) -> pl.Series:
         return pl.Series([None if v is None else fn(v) for v in values.to_list()], dtype=pl.String)
 
-    return expr.map_batches(lambda s: _via_codes(s, mapped), return_dtype=pl.String)
+    remembered = _Remembered(mapped)
+    return expr.map_batches(lambda s: _via_codes(s, remembered), return_dtype=pl.String)
 
 
 def via_distinct(expr: pl.Expr, normalizer: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
@@ -124,7 +154,8 @@ def via_distinct(expr: pl.Expr, normalizer: Callable[[pl.Expr], pl.Expr]) -> pl.
     def run(values: pl.Series) -> pl.Series:
         return pl.DataFrame({"v": values}).select(normalizer(pl.col("v"))).to_series()
 
-    return expr.map_batches(lambda s: _via_codes(s, run), return_dtype=pl.String)
+    remembered = _Remembered(run)
+    return expr.map_batches(lambda s: _via_codes(s, remembered), return_dtype=pl.String)
 
 
 def _generic(expr: pl.Expr) -> pl.Expr:
