@@ -218,7 +218,8 @@ def hash_frame(
     df = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
     df = df.with_row_index(ROW, offset=1)
     plan = HashPlan.build(spec, key, df.columns, attributes=attributes, id_column=id_column)
-    tokens, vault, summary = plan.run(*next(_in_handle_order(df, max(1, df.height))))
+    order, handles = _sorted_handles(df.height)
+    tokens, vault, summary = plan.run(df[order], pl.Series("handle", handles, dtype=PACKED))
     _require_tokens(summary)
     if plan.attributes:
         tokens, _ = protect_attributes(tokens, list(plan.attributes), k)
@@ -274,7 +275,12 @@ def hash_file(
         if shuffle:
             batches = ((batch, random_handles(batch.height)) for batch in _batches(source, name))
         else:
-            batches = _in_handle_order(_collect(source, name), BATCH_ROWS)
+            with ThreadPoolExecutor(1) as helper:
+                handles = helper.submit(_sorted_handles, total)  # while the input is read
+                frame = _collect(source, name)
+            if frame.height != total:
+                raise InputError(f"input file {name} changed while it was read")
+            batches = _in_handle_order(frame, *handles.result(), BATCH_ROWS)
         add_tokens = shuffle.add if shuffle else tokens_file.add
         # batch i is written (tokens and vault on two threads) while batch i+1 is computed; one in flight bounds memory
         stored: list[Future] = []
@@ -376,19 +382,22 @@ def _collect(lf: pl.LazyFrame, name: str) -> pl.DataFrame:
         raise InputError(f"input file {name} could not be parsed (malformed CSV?)") from None
 
 
-def _in_handle_order(frame: pl.DataFrame, batch_rows: int) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
-    """Batches of the frame's rows in the order of fresh random handles, each with its handles (ascending).
-
-    Each row takes one of n fresh handles; its position in the sorted
-    handles, uniformly random, is where it goes.
-    """
-    raw = random_handles(frame.height).to_numpy().copy()
+def _sorted_handles(n: int) -> tuple[pl.Series, np.ndarray]:
+    """n fresh random handles, ascending, and the rows that take them: a uniformly random order of 0..n-1."""
+    raw = random_handles(n).to_numpy().copy()
     prefix = _prefix(raw)
     order = pl.Series(prefix).arg_sort()
     raw[:, :8] = prefix[order.to_numpy()].view(np.uint8).reshape(-1, 8)  # sorted by prefix (the rest is random too)
+    return order, raw
+
+
+def _in_handle_order(
+    frame: pl.DataFrame, order: pl.Series, handles: np.ndarray, batch_rows: int
+) -> Iterator[tuple[pl.DataFrame, pl.Series]]:
+    """Batches of the frame's rows in handle order, each with its handles."""
     for start in range(0, frame.height, batch_rows):
         rows = order.slice(start, batch_rows)
-        yield frame[rows], pl.Series("handle", raw[start : start + rows.len()], dtype=PACKED)
+        yield frame[rows], pl.Series("handle", handles[start : start + rows.len()], dtype=PACKED)
 
 
 class _ParquetFile:

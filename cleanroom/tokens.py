@@ -82,11 +82,13 @@ def _distinct_tokens(fields: pl.Series, combos: list[tuple[int, ...]], key: byte
         keyed_digests_arrow([columns[i] for i in combo], key, TOKEN_BYTES, length_prefixed=True) for combo in combos
     ]
     tokens = np.stack([np.frombuffer(d.buffers()[1], dtype=np.uint8).reshape(n, TOKEN_BYTES) for d in digests], 1)
-    keep = first_occurrences(tokens.view(np.uint64), np.stack([validity(d) for d in digests], 1))
+    valid = np.stack([validity(d) for d in digests], 1)
+    keep = first_occurrences(tokens.view(np.uint64), valid) if len(combos) > 1 else valid
     counts = keep.sum(axis=1)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    values = pa.FixedSizeListArray.from_arrays(_arrow(tokens[keep].ravel()), TOKEN_BYTES)
+    kept = tokens.ravel() if offsets[-1] == keep.size else tokens[keep].ravel()
+    values = pa.FixedSizeListArray.from_arrays(_arrow(kept), TOKEN_BYTES)
     lists = pa.LargeListArray.from_arrays(_arrow(offsets), values, mask=_arrow(counts == 0))
     return pl.Series(fields.name, lists)
 
