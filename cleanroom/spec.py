@@ -46,6 +46,13 @@ swap_names (first and last name exchanged), dob_dm_swap (day and month
 exchanged), deletions:<field> (every single-character deletion of one field,
 so two values within one insert, delete, substitute or transpose share a token)."""
 
+VARIANT_FIELDS = {"street_name": "street"}
+"""Derived fields that are error-tolerant variants of another field, used in keys
+like any field: street_name is the street without its suffix and directionals
+("N Main St", "Main Ave" and "Main" share it). A spec whose keys leave such a
+field out switches its family off: it is then not even derived. A key set does
+not combine a field with its variant (the street implies its name)."""
+
 
 class MatchKey(BaseModel):
     """One match key: an ordered tuple of derived fields hashed together, plus variants."""
@@ -86,6 +93,8 @@ class KeySet(BaseModel):
         keys = []
         for combo in itertools.combinations(self.fields, self.choose):
             if not set(self.include) <= set(combo):
+                continue
+            if any(VARIANT_FIELDS.get(f) in combo for f in combo):
                 continue
             applicable = [
                 v for v in self.variants

@@ -26,7 +26,7 @@ FORMATS = {
 IDEMPOTENT = {
     "email": "email", "phone": "phone", "first": "first_name", "last": "last_name", "zip5": "zip",
     "dob": "dob", "birth_year": "birth_year", "value": "generic", "city": "city", "state": "state",
-    "street": "street", "house_number": "house_number", "first_canon": "first_name",
+    "street": "street", "house_number": "house_number", "first_canon": "first_name", "street_name": "street",
 }
 
 
@@ -72,6 +72,26 @@ def test_idempotent(items: list) -> None:
                 key = "first"  # a canonical name cleans to itself
             again = normalize(again_type, out[name].to_list())[key]
             assert again.to_list() == out[name].to_list(), (field_type, name)
+
+
+street_lines = st.lists(st.one_of(
+    st.none(),
+    st.text(max_size=40),
+    st.lists(st.sampled_from(["n", "North", "sw", "Main", "E", "St", "Street", "ave", "Avenue", "Oak", "12", "12th",
+                              "Apt 4", "#5", "Park", "W", "of", "the", "Way", "Americas", "Ct"]), max_size=6).map(" ".join),
+), min_size=1, max_size=12)
+
+
+@SETTINGS
+@given(street_lines)
+def test_street_name_is_idempotent_and_never_longer_than_the_street(items: list) -> None:
+    for field_type in ("address", "street"):
+        out = normalize(field_type, items)
+        again = normalize("street", out["street_name"].to_list())["street_name"]
+        assert again.to_list() == out["street_name"].to_list(), field_type
+        for street, name in out.select("street", "street_name").iter_rows():
+            assert (street is None) == (name is None)
+            assert name is None or (len(name) <= len(street) and name in street), (street, name)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -26,12 +26,14 @@ from cleanroom.broker.scoring import (
     MIN_POSTERIOR,
     N_LEVELS,
     candidate_pairs,
+    closure,
     compound_ratios,
     contending_rows,
     could_show,
     feature_agreement,
     feature_levels,
     features_of,
+    filled_counts,
     fit_em,
     implied_agreement,
     key_masks,
@@ -45,6 +47,7 @@ from cleanroom.broker.scoring import (
 )
 from cleanroom.bundle import KeyInfo, verify_bundle
 from cleanroom.evaluate import evaluate
+from cleanroom.hashing import HashPlan
 from cleanroom.spec import KeySet, MatchSpec
 from cleanroom.synth import generate_partners, generate_voters, write_frame
 
@@ -184,6 +187,65 @@ def test_the_address_is_one_feature_with_a_level_per_subset_agreeing():
     assert [f.name for f in features_of(fields, fuzzy=4)] == fields
 
 
+def test_the_street_name_is_a_member_of_the_address_below_the_street():
+    """With street_name among the fields, the address has four members; the street implies its name, so a
+    level with the street but not its name is impossible, and the name alone is a fuzzy street."""
+    fields = ["first_canon", "house_number", "street", "street_name", "zip5"]  # bits 1, 2, 4, 8, 16
+    address = features_of(fields)[-1]
+    assert address.name == "address" and address.members == (4, 1, 2, 3)  # zip, house, street, street name
+    assert address.implies == ((2, 3),) and address.extras == 0b1000
+    assert not address.possible(0b0100) and address.possible(0b1100) and address.possible(0b1000)
+    assert closure(0b0101, address.implies) == 0b1101
+    # seen once zip, house number and street are shown, whether or not a key could show the street name
+    exact = np.array([2 | 4 | 8 | 16, 2 | 8 | 16, 2 | 16])
+    levels, seen = feature_levels(exact, np.zeros(3, np.int64), np.array([31, 31, 23]), [address])
+    assert levels[:, 0].tolist() == [15, 11, 3] and seen[:, 0].all()
+    assert address.shown(np.array([31, 23])).tolist() == [15, 7]
+    pairs = pl.DataFrame({"exact": [4], "fuzzy": [0], "observed": [4]},
+                         schema={"exact": pl.UInt32, "fuzzy": pl.UInt32, "observed": pl.UInt32})
+    assert implied_agreement(pairs, fields).row(0) == (12, 0, 12)  # the street agreeing: its name agrees
+
+
+def test_a_street_name_agreeing_alone_weighs_between_the_street_disagreeing_and_agreeing():
+    implies = ((2, 3),)
+    rng = np.random.default_rng(1)
+    m, u = rng.dirichlet(np.ones(16)), rng.dirichlet(np.ones(16))
+    m[11], u[11] = 0.001, 1e-7  # the bounds: their ratio alone would be 13 bits
+    table = compound_ratios(m, u, 4, implies)
+    low, high = table[15 * 16 + 3], table[15 * 16 + 7 + 8]
+    assert min(low, high) <= table[15 * 16 + 11] <= max(low, high)
+    # the street name unknown: only the states a pair can be in are summed (the street implies its name)
+    assert abs(table[7 * 16 + 7] - np.log2(m[15] / u[15])) < 1e-12
+    assert abs(table[7 * 16 + 3] - np.log2((m[3] + m[11]) / (u[3] + u[11]))) < 1e-12
+
+
+def test_subset_levels_with_an_implied_member():
+    """P(at least S) is P(at least S and what S implies): a level lacking an implied member has no mass, and a
+    subset measured with the street counts for the street name too."""
+    implies = ((2, 3),)
+    at_least = {("a", 1): 0.1, ("a", 2): 0.03, ("a", 12): 0.05, ("a", 8): 0.06, ("a", 3): 0.002, ("a", 11): 0.0003,
+                ("a", 15): 0.0001, ("a", 13): 0.004, ("a", 14): 0.001, ("a", 9): 0.005, ("a", 10): 0.0012}
+    levels = subset_levels("a", 4, at_least, implies)
+    assert abs(levels.sum() - 1) < 1e-9
+    assert all(levels[s] <= 1e-7 for s in range(16) if s & 4 and not s & 8)
+    assert abs(levels[15] - 0.0001) < 1e-12
+    assert abs(levels[11] - (0.0003 - 0.0001)) < 1e-12  # zip, house and street name, not the street
+    assert abs(levels[8] - (0.06 - 0.05 - 0.005 - 0.0012 + 0.004 + 0.001 + 0.0003 - 0.0001)) < 1e-12
+
+
+def test_anchors_not_showing_the_street_name_are_spread_over_its_states():
+    """m of the address is learned from anchors whether or not a street-name key could show the name: those
+    that could not count for each state of it in proportion to those that could."""
+    address = features_of(["house_number", "street", "street_name", "zip5"])[-1]
+    shown = np.array([15, 15, 15, 7, 7])
+    levels = np.array([15, 8, 0, 0, 7])
+    weight = np.array([60.0, 10.0, 30.0, 40.0, 20.0])
+    counts = filled_counts(levels, shown, weight, address)
+    assert abs(counts.sum() - 160) < 1e-6
+    assert abs(counts[15] - 80) < 1e-6  # the street agreeing implies its name
+    assert abs(counts[8] / counts[0] - 10 / 30) < 1e-6 and abs(counts[8] + counts[0] - 80) < 1e-6
+
+
 def test_compound_random_agreement_by_inclusion_exclusion():
     """P(exactly subset S agrees) from P(at least S agrees): a shared address is measured, not multiplied."""
     at_least = {("a", 1): 0.1, ("a", 2): 0.03, ("a", 3): 0.002, ("a", 4): 0.05, ("a", 5): 0.01, ("a", 6): 0.001,
@@ -254,6 +316,26 @@ def test_variants_switched_off_produce_no_extra_tokens():
     deletions = _tokens(["deletions:last"])
     assert len(deletions) == 1 + len("garcia")
     assert _tokens([]) <= deletions
+
+
+def _address_tokens(fields: list[str]) -> list[set[bytes]]:
+    spec = MatchSpec(keys=[{"name": "k", "fields": fields}])
+    frame = pl.DataFrame({"address": ["12 N Main St", "12 Main Avenue", "12 main", "12 Oak St"], "zip": ["27601"] * 4})
+    tokens, _, _ = hash_frame(frame, KEY, spec)
+    return [set(t) for t in tokens["k"].to_list()]
+
+
+def test_street_name_family_switched_off_produces_no_tokens():
+    """The street without suffix and directionals is a field of its own: keys that leave it out do not even
+    derive it, and the street's tokens tell the three spellings apart; a key holding it joins them."""
+    plan = HashPlan.build(MatchSpec(keys=[{"name": "k", "fields": ["zip5", "house_number", "street"]}]), KEY,
+                          ["address", "zip"])
+    assert not any(name.endswith(":street_name") for name in plan.derived)
+    off = _address_tokens(["zip5", "house_number", "street"])
+    assert all(len(t) == 1 for t in off) and len(set.union(*off)) == 4
+    on = _address_tokens(["zip5", "house_number", "street_name"])
+    assert all(len(t) == 1 for t in on)  # rows come in handle order: count the rows per token
+    assert sorted(sum(t == other for other in on) for t in on) == [1, 3, 3, 3]
 
 
 def test_variants_meet_the_noisy_copy():

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from cleanroom.errors import SpecError
-from cleanroom.spec import MatchSpec, load_spec, parse_mapping
+from cleanroom.spec import (
+    VARIANT_FIELDS,
+    KeySet,
+    MatchSpec,
+    derived_fields,
+    load_spec,
+    parse_mapping,
+)
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "default_spec.toml"
 
@@ -48,3 +55,12 @@ def test_columns_are_recognised_by_name():
     assert parse_mapping(["E-mail=email"]) == {"E-mail": "email"}
     with pytest.raises(SpecError):
         parse_mapping(["nonsense"])
+
+
+def test_street_name_is_a_field_and_key_sets_do_not_pair_it_with_the_street():
+    assert set(VARIANT_FIELDS) <= derived_fields() and set(VARIANT_FIELDS.values()) <= derived_fields()
+    spec = MatchSpec(keys=[{"name": "address_name", "fields": ["zip5", "house_number", "street_name"]}])
+    assert spec.all_keys[0].fields == ["zip5", "house_number", "street_name"]
+    keys = KeySet(name="a", fields=["last", "zip5", "street", "street_name"], choose=2).expand()
+    assert [k.fields for k in keys] == [["last", "zip5"], ["last", "street"], ["last", "street_name"],
+                                        ["zip5", "street"], ["zip5", "street_name"]]

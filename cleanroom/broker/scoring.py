@@ -11,7 +11,10 @@ The model compares features, not fields: a name's phonetic code is nested
 under the name as a partial level (disagree < phonetic code only < fuzzy <
 exact), so a name agreeing exactly counts once, not again through its code;
 the address (zip, house number, street) is one feature with a level per subset
-of its fields agreeing, as households share and moves change them together.
+of its fields agreeing, as households share and moves change them together;
+where keys hold the street name without suffix and directionals, it is a fourth
+member, implied by the street, so a street agreeing only on its name is a fuzzy
+street (weighed between the street disagreeing and agreeing).
 
 Weights, without labels:
 - u (agreement of two random people): from the reference's token frequencies
@@ -53,7 +56,7 @@ MIN_POSTERIOR = 0.997  # every link must also be likely on its own (0.995, the d
 ANCHORS = {"first": "first_canon", "last": "last", "dob": "dob", "address": "street"}
 # exact agreement on a field means exact agreement on these (derived from it). Not the first name: its phonetic
 # code is of the name as written, first_canon of its nickname group.
-IMPLIED = {"dob": ("birth_year",), "last": ("last_phonetic",)}
+IMPLIED = {"dob": ("birth_year",), "last": ("last_phonetic",), "street": ("street_name",)}
 IMPLIED_BY_FUZZY = {"dob": ("birth_year",)}  # a fuzzy birth date (day and month swapped) keeps the year
 LEVELS = ("disagree", "fuzzy", "exact")  # per field, as the keys show it
 FEATURE_LEVELS = ("disagree", "partial", "fuzzy", "exact")  # per feature of the model
@@ -65,7 +68,10 @@ NESTED = {"first_phonetic": "first", "last_phonetic": "last"}
 # move changes all three, so as independent fields they count a shared address several times and a move
 # three times. Formed only where all are present and no variant touches them.
 COMPOUNDS = {"address": ("zip5", "house_number", "street")}
-N_LEVELS = 8  # columns of the m and u arrays: FEATURE_LEVELS for a field, 2**3 subsets for a compound
+# members a compound takes on where the keys hold them: the street without suffix and directionals, so a street
+# agreeing only on its name is a level of the address of its own, below the exact street (which implies it)
+COMPOUND_EXTRAS = {"address": ("street_name",)}
+N_LEVELS = 8  # columns of the m and u arrays at least: FEATURE_LEVELS for a field, 2**k subsets for a compound
 _BOUND = 1e-3  # m stays within [0.001, 0.999]: no single field can veto a pair
 U_FLOOR = 1e-7  # random agreement can be rare (two people sharing a birth date: ~1 in 20,000)
 _EPS = 1e-9
@@ -103,7 +109,7 @@ def _group(field: str) -> str:
         return field.split("_")[0]
     if field in ("dob", "birth_year"):
         return "dob"
-    return "address" if field in ("house_number", "street", "zip5") else field
+    return "address" if field in ("house_number", "street", "street_name", "zip5") else field
 
 
 def fuzzy_fields(key: KeyInfo) -> set[str]:
@@ -314,11 +320,25 @@ class Feature:
     field: int  # index of the field (of a compound: its first member)
     partial: int | None  # index of the nested coarser field
     members: tuple[int, ...] = ()  # a compound's fields: level = sum of 2**k over its members k agreeing exactly
+    implies: tuple[tuple[int, int], ...] = ()  # (k, l): member k agreeing implies member l agrees (IMPLIED)
+    extras: int = 0  # members (bits k) a pair need not show to be seen: COMPOUND_EXTRAS, shown by few keys
+
+    def possible(self, state: int) -> bool:
+        """Can a pair be at this level of the compound (no member agreeing without what it implies)."""
+        return all(not state >> k & 1 or state >> l & 1 for k, l in self.implies)
 
     def bits(self) -> int:
         """The fields the feature compares, as a bitmask."""
         fields = self.members or (self.field, *(() if self.partial is None else (self.partial,)))
         return sum(1 << f for f in fields)
+
+    def core_bits(self) -> int:
+        """The fields a pair must show for the feature to be seen (a compound's members but its extras)."""
+        return sum(1 << f for k, f in enumerate(self.members) if not self.extras >> k & 1) or self.bits()
+
+    def shown(self, observed: np.ndarray) -> np.ndarray:
+        """Per pattern, the subset of a compound's members the pair shows (bit k for member k)."""
+        return sum(((observed >> f) & 1) << k for k, f in enumerate(self.members))
 
 
 def features_of(fields: list[str], fuzzy: int = 0) -> list[Feature]:
@@ -329,16 +349,41 @@ def features_of(fields: list[str], fuzzy: int = 0) -> list[Feature]:
     mains = {g: [f for f in fields if _group(f) == g and f not in NESTED] for g in set(NESTED.values())}
     nested = {mains[g][0]: c for c, g in NESTED.items() if c in index and len(mains[g]) == 1}
     taken = set(nested.values())
+    usable = {f for f in fields if not fuzzy >> index[f] & 1}
     compounds = {
-        name: tuple(index[f] for f in members) for name, members in COMPOUNDS.items()
-        if all(f in index and not fuzzy >> index[f] & 1 for f in members)
+        name: (*members, *(f for f in COMPOUND_EXTRAS.get(name, ()) if f in usable))
+        for name, members in COMPOUNDS.items() if set(members) <= usable
     }
-    in_compound = {i for members in compounds.values() for i in members}
+    in_compound = {index[f] for members in compounds.values() for f in members}
     plain = [
         Feature(f, index[f], index[nested[f]] if f in nested else None)
         for f in fields if f not in taken and index[f] not in in_compound
     ]
-    return plain + [Feature(name, members[0], None, members) for name, members in compounds.items()]
+    return plain + [
+        Feature(name, index[members[0]], None, tuple(index[f] for f in members), implied_members(members),
+                sum(1 << k for k in range(len(COMPOUNDS[name]), len(members))))
+        for name, members in compounds.items()
+    ]
+
+
+def implied_members(members: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """(k, l) for members k and l of a compound where agreement on k implies it on l (IMPLIED)."""
+    return tuple(
+        (k, members.index(d)) for k, f in enumerate(members) for d in IMPLIED.get(f, ()) if d in members
+    )
+
+
+def closure(state: int, implies: tuple[tuple[int, int], ...]) -> int:
+    """A subset of a compound's members with every member they imply added."""
+    for k, l in implies:
+        if state >> k & 1:
+            state |= 1 << l
+    return state
+
+
+def levels_width(features: list[Feature]) -> int:
+    """Columns of the m and u arrays: N_LEVELS, or more for a compound of more than three members."""
+    return max([N_LEVELS, *(2 ** len(f.members) for f in features)])
 
 
 def feature_levels(exact: np.ndarray, fuzzy: np.ndarray, observed: np.ndarray, features: list[Feature]
@@ -349,8 +394,8 @@ def feature_levels(exact: np.ndarray, fuzzy: np.ndarray, observed: np.ndarray, f
     seen = np.zeros((len(exact), len(features)), bool)
     for j, feature in enumerate(features):
         seen[:, j] = (observed & feature.bits()) != 0
-        if feature.members:  # its m is learned from pairs showing all members (others are scored by marginals)
-            seen[:, j] = (observed & feature.bits()) == feature.bits()
+        if feature.members:  # its m is learned from pairs showing all core members (others are scored by marginals)
+            seen[:, j] = (observed & feature.core_bits()) == feature.core_bits()
             levels[:, j] = sum(((exact >> f) & 1) << k for k, f in enumerate(feature.members))
             continue
         bit = 1 << feature.field
@@ -364,7 +409,7 @@ def feature_agreement(u: np.ndarray, features: list[Feature], compound_u: dict[s
     """u per feature and level (N_LEVELS columns) from u per field and LEVELS: a partial level is agreement on
     the coarser field beyond what the exact and fuzzy levels of the field already cover. A compound's levels
     come from `compound_u` (see `random_agreement`). Columns a feature does not use hold _BOUND."""
-    out = np.full((len(features), N_LEVELS), _BOUND)
+    out = np.full((len(features), levels_width(features)), _BOUND)
     for j, feature in enumerate(features):
         if feature.members:
             out[j, : 2 ** len(feature.members)] = (compound_u or {})[feature.name]
@@ -377,18 +422,34 @@ def feature_agreement(u: np.ndarray, features: list[Feature], compound_u: dict[s
     return out
 
 
-def compound_ratios(m: np.ndarray, u: np.ndarray, k: int) -> dict[int, float]:
+def compound_ratios(m: np.ndarray, u: np.ndarray, k: int, implies: tuple[tuple[int, int], ...] = ()
+                    ) -> dict[int, float]:
     """log2(m / u) of a compound of k members, keyed by observed * 2**k + agreeing (subsets of members): where
-    some members are unknown for the pair, m and u are summed over their states (marginals)."""
+    some members are unknown for the pair, m and u are summed over their states (marginals), leaving out
+    states no pair can be in (a member agreeing without one it implies)."""
     table = {}
+    possible = [closure(s, implies) == s for s in range(2 ** k)]
     for observed in range(2 ** k):
         for agreeing in range(2 ** k):
             if agreeing & ~observed:
                 continue
-            states = [s for s in range(2 ** k) if s & observed == agreeing]
+            states = [s for s in range(2 ** k) if s & observed == agreeing and possible[s]]
+            if not states:
+                table[observed * 2 ** k + agreeing] = 0.0
+                continue
             table[observed * 2 ** k + agreeing] = (
                 float(np.log2(m[states].sum() / u[states].sum())) if observed else 0.0
             )
+    # an implied member agreeing alone (the street name, the street not) is a fuzzy agreement of the implying one:
+    # its weight lies between that member disagreeing and agreeing (m and u of these rare levels sit at the
+    # bounds, their ratio says nothing)
+    for k_, l in implies:
+        for entry in list(table):
+            observed, agreeing = divmod(entry, 2 ** k)
+            if observed >> k_ & 1 and agreeing >> l & 1 and not agreeing >> k_ & 1:
+                low = table[observed * 2 ** k + (agreeing & ~(1 << l))]
+                high = table[observed * 2 ** k + (agreeing | 1 << k_)]
+                table[entry] = float(np.clip(table[entry], min(low, high), max(low, high)))
     return table
 
 
@@ -401,7 +462,7 @@ def feature_weight(feature: Feature, m: np.ndarray, u: np.ndarray) -> pl.Expr:
             return pl.sum_horizontal(
                 ((pl.col(column) & (1 << f)) != 0).cast(pl.Int64) * (1 << b) for b, f in enumerate(feature.members)
             )
-        table = compound_ratios(m[: 2**k], u[: 2**k], k)
+        table = compound_ratios(m[: 2**k], u[: 2**k], k, feature.implies)
         return (subset("observed") * 2**k + subset("exact")).replace_strict(
             list(table), list(table.values()), return_dtype=pl.Float64
         )
@@ -420,6 +481,7 @@ def feature_weight(feature: Feature, m: np.ndarray, u: np.ndarray) -> pl.Expr:
 def random_agreement(
     shared: dict[str, int], masks: dict[str, tuple[int, int]], n_fields: int, n_rows: int,
     compounds: dict[str, tuple[int, ...]] | None = None,
+    implies: dict[str, tuple[tuple[int, int], ...]] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """u per field and level (fields x [disagree, fuzzy only, exact]), and per compound and subset of its
     members agreeing exactly (the others disagreeing), from token frequencies only.
@@ -430,10 +492,12 @@ def random_agreement(
     A compound's members are not taken as independent: a key holding the subset
     S of them contributes log P(all of S agree), one unknown per subset (the key
     of all three address fields measures a shared address directly); the
-    levels follow by inclusion-exclusion.
+    levels follow by inclusion-exclusion. A member implied by another (`implies`,
+    per compound: the street name by the street) agrees wherever that one does,
+    so a key holding the street measures the subset with the street name too.
     `shared` holds, per key, the pairs of reference rows sharing a token.
     """
-    compounds = compounds or {}
+    compounds, implies = compounds or {}, implies or {}
     fuzzy_fields = [i for i in range(n_fields) if any(f >> i & 1 for _, f in masks.values())]
     subsets = [(name, sub) for name, members in compounds.items() for sub in range(1, 2 ** len(members))]
     member_bits = sum(1 << f for members in compounds.values() for f in members)
@@ -443,7 +507,8 @@ def random_agreement(
         if not shared.get(key):
             continue
         held = {
-            name: sum(1 << k for k, f in enumerate(members) if exact >> f & 1) for name, members in compounds.items()
+            name: closure(sum(1 << k for k, f in enumerate(members) if exact >> f & 1), implies.get(name, ()))
+            for name, members in compounds.items()
         }
         plain = exact & ~member_bits
         design.append([plain >> i & 1 for i in range(n_fields)] + [fuzzy >> i & 1 for i in fuzzy_fields]
@@ -462,18 +527,28 @@ def random_agreement(
     u[:, 0] = np.clip(1 - u[:, 1] - u[:, 2], _BOUND, 1)
     found = {s: float(np.exp(solution[n_fields + len(fuzzy_fields) + j]))
              for j, s in enumerate(subsets) if informed[n_fields + len(fuzzy_fields) + j]}
-    return u, {name: subset_levels(name, len(members), found) for name, members in compounds.items()}
+    return u, {
+        name: subset_levels(name, len(members), found, implies.get(name, ())) for name, members in compounds.items()
+    }
 
 
-def subset_levels(name: str, k: int, at_least: dict[tuple[str, int], float]) -> np.ndarray:
+def subset_levels(name: str, k: int, at_least: dict[tuple[str, int], float],
+                  implies: tuple[tuple[int, int], ...] = ()) -> np.ndarray:
     """P(exactly subset S of a compound's k members agrees), per S, from P(at least S agrees) by
-    inclusion-exclusion; a subset no key measured counts as its members agreeing independently."""
+    inclusion-exclusion; a subset no key measured counts as its members agreeing independently (a member
+    implied by another of S adds nothing; a subset lacking a member it implies has probability U_FLOOR)."""
+    def single(b: int) -> float:
+        own = closure(1 << b, implies)
+        return at_least.get((name, own), float(np.prod([0.5 for c in range(k) if own >> c & 1])))
+
     def agree(sub: int) -> float:
+        sub = closure(sub, implies)
         if sub == 0:
             return 1.0
         if (name, sub) in at_least:
             return at_least[(name, sub)]
-        return float(np.prod([at_least.get((name, 1 << b), 0.5) for b in range(k) if sub >> b & 1]))
+        implied = {l for j, l in implies if sub >> j & 1}
+        return float(np.prod([single(b) for b in range(k) if sub >> b & 1 and b not in implied]))
     full = 2 ** k - 1
     levels = np.zeros(2 ** k)
     for sub in range(1, 2 ** k):
@@ -516,8 +591,10 @@ def fit_em(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, u: np.ndarr
 
 
 def anchored_m(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, features: list[Feature],
-               fields: list[str], fallback: np.ndarray) -> np.ndarray:
-    """m per feature and level measured on anchor pairs (see the module docstring)."""
+               fields: list[str], fallback: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
+    """m per feature and level measured on anchor pairs (see the module docstring). With `observed` (the
+    patterns' bits of fields both rows show), anchors not showing a compound's extra members count by
+    `filled_counts`."""
     m = fallback.copy()
     agrees = {}  # anchor field -> per pattern: does the pair agree on it exactly
     for j, feature in enumerate(features):
@@ -532,9 +609,38 @@ def anchored_m(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, feature
         weight = counts * (np.all(core, axis=0) & seen[:, j])
         if weight.sum() >= MIN_ANCHOR_PAIRS:
             used = 2 ** len(feature.members) if feature.members else len(FEATURE_LEVELS)
-            m[j, :used] = _normalized(np.bincount(levels[:, j], weights=weight, minlength=used)[None, :used])[0]
+            if feature.extras and observed is not None:
+                histogram = filled_counts(levels[:, j], feature.shown(observed), weight, feature)
+            else:
+                histogram = np.bincount(levels[:, j], weights=weight, minlength=used)
+            m[j, :used] = _normalized(histogram[None, :used])[0]
             m[j, used:] = _BOUND
     return m
+
+
+def filled_counts(levels: np.ndarray, shown: np.ndarray, weight: np.ndarray, feature: Feature,
+                  rounds: int = EM_ROUNDS) -> np.ndarray:
+    """Weight per level of a compound, where some pairs do not show every member (the street name is shown
+    by few keys): such a pair is spread over the levels consistent with what it shows, in proportion to the
+    current estimate (EM for data missing at random), so that m is not learned from only the pairs whose
+    address agreed enough for a street-name key to show the name."""
+    n = 2 ** len(feature.members)
+    possible = np.array([feature.possible(s) for s in range(n)])
+    full = shown == n - 1
+    known = np.bincount(levels[full], weights=weight[full], minlength=n)
+    partial: dict[tuple[int, int], float] = {}
+    for key, w in zip(zip(shown[~full].tolist(), levels[~full].tolist()), weight[~full].tolist()):
+        if w > 0:
+            partial[key] = partial.get(key, 0.0) + w
+    states = {(sh, lv): np.array([s for s in range(n) if s & sh == lv and possible[s]]) for sh, lv in partial}
+    estimate = known + possible * _EPS
+    for _ in range(rounds if partial else 0):
+        spread = known.copy()
+        for key, w in partial.items():
+            share = estimate[states[key]]
+            spread[states[key]] += w * share / share.sum()
+        estimate = spread + possible * _EPS
+    return estimate
 
 
 def fit_prior(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, m: np.ndarray, u: np.ndarray) -> float:
@@ -630,10 +736,12 @@ def score_partners(
                                   features)
     counts = counted["len"].to_numpy().astype(float)
     compounds = {f.name: f.members for f in features if f.members}
-    u_fields, u_compounds = random_agreement(candidates.shared, masks, n, reference.manifest.row_count, compounds)
+    u_fields, u_compounds = random_agreement(candidates.shared, masks, n, reference.manifest.row_count, compounds,
+                                             {f.name: f.implies for f in features if f.members})
     u = feature_agreement(u_fields, features, u_compounds)
     m_em, _ = fit_em(levels, seen, counts, u)
-    m = anchored_m(levels, seen, counts, features, fields, fallback=m_em)
+    m = anchored_m(levels, seen, counts, features, fields, fallback=m_em,
+                   observed=counted["observed"].to_numpy().astype(np.int64))
     prior = fit_prior(levels, seen, counts, m, u)
     # At most one true match per partner row among its candidates.
     rows = sum(frame.get_column("p_idx").n_unique() for frame in pairs.values())

@@ -8,6 +8,12 @@ optional range "12-14" and an optional fraction "1/2"), then a trailing unit
 suffixes abbreviated per USPS Publication 28 (see ``usps``). The suffix is only
 abbreviated in last position (after the name), so "Avenue of the Americas"
 keeps its first word.
+
+``street_name`` is the standardized street without its trailing suffixes and
+directionals and without leading directionals ("N Main St", "Main Ave" and
+"Main" all give "main"), at least one word always kept ("E St NW" gives "e"):
+an error-tolerant variant of the street for match keys, where a list writes a
+wrong or no suffix or drops the directional.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ _UNIT = rf"(?: #|(?: (?:{_UNIT_WORDS}))(?: ?#)?) ?(?:[a-z0-9]*[0-9][a-z0-9-]*|[a
 _DIR = "|".join(sorted(DIRECTIONAL, key=len, reverse=True))
 _SUF = "|".join(sorted(SUFFIX, key=len, reverse=True))
 _STREET = rf"^(?:({_DIR}) )?(.+?)(?: ({_SUF}))?(?: ({_DIR}))?$"
+_TRAILING = rf"^(.+?)(?: (?:{_SUF}|{_DIR}))*$"  # the shortest head (one word at least) before suffixes, directionals
+_LEADING = rf"^(?:(?:{_DIR}) )+"  # directionals followed by another word
 
 
 def _text(expr: pl.Expr) -> pl.Expr:
@@ -52,6 +60,15 @@ def _street(s: pl.Expr) -> pl.Expr:
     return null_if_empty(pl.concat_str(pre, name, suf, post, separator=" ", ignore_nulls=True))
 
 
+def _street_name(street: pl.Expr) -> pl.Expr:
+    """A standardized street without trailing suffixes and directionals, then without leading directionals.
+
+    Trailing words go first, so that a street named by a letter keeps it ("e st nw" -> "e"). Every word
+    that could go again is gone, so the result maps to itself.
+    """
+    return street.str.extract(_TRAILING, 1).str.replace(_LEADING, "")
+
+
 def house_number(expr: pl.Expr) -> pl.Expr:
     """House number given as its own column."""
     return via_distinct(expr, lambda e: _house(_text(e)))
@@ -60,6 +77,11 @@ def house_number(expr: pl.Expr) -> pl.Expr:
 def street(expr: pl.Expr) -> pl.Expr:
     """Street given as its own column (a unit, if present, is dropped)."""
     return via_distinct(expr, lambda e: _street(_text(e).str.replace(_UNIT, "")))
+
+
+def street_name(expr: pl.Expr) -> pl.Expr:
+    """Street name without suffix and directionals, from a street given as its own column."""
+    return via_distinct(expr, lambda e: _street_name(_street(_text(e).str.replace(_UNIT, ""))))
 
 
 def address_house_number(expr: pl.Expr) -> pl.Expr:
@@ -71,6 +93,12 @@ def address_street(expr: pl.Expr) -> pl.Expr:
     """Standardized street from a full street line (house number and unit dropped)."""
     rest = _text(expr).str.replace(rf"^{_HOUSE}(?: |$)", "").str.replace(_UNIT, "")
     return via_distinct(rest, _street)
+
+
+def address_street_name(expr: pl.Expr) -> pl.Expr:
+    """Street name without suffix and directionals, from a full street line."""
+    rest = _text(expr).str.replace(rf"^{_HOUSE}(?: |$)", "").str.replace(_UNIT, "")
+    return via_distinct(rest, lambda e: _street_name(_street(e)))
 
 
 def _city(expr: pl.Expr) -> pl.Expr:
