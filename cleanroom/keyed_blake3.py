@@ -5,8 +5,9 @@ carries the KEYED_HASH flag) for messages of up to one chunk (1024 bytes):
 the compression function over 64-byte blocks, the last one flagged as the
 root. A row's message is the concatenation of its parts (one per column),
 each optionally preceded by its decimal UTF-8 byte length and ':' (the token
-encoding), assembled inside the kernel. Sixteen rows are compressed side by
-side, one per SIMD lane. Longer messages, rare for normalized identifiers, go
+encoding), assembled inside the kernel; one call hashes several combinations
+of columns per row (a key's field tuples). Sixteen messages are compressed
+side by side, one per SIMD lane, null ones taking no lane. Longer messages, rare for normalized identifiers, go
 to the `blake3` package one by one. The kernel releases the GIL, so the rows
 are split over threads. Tests check it byte for byte against the `blake3`
 package. Also compiled here: the pass that keeps each row's first occurrence
@@ -32,6 +33,7 @@ LANES = 16
 _U32 = np.uint32
 _IV = np.array([0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A], dtype=np.uint32)
 _CHUNK_START, _CHUNK_END, _ROOT, _KEYED_HASH = 1, 2, 8, 16
+_NULL, _HASHED, _TOO_LONG = 0, 1, 2  # status of a message
 _MIN_ROWS_PER_THREAD = 50_000
 _PERMUTATION = np.array([2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8])
 
@@ -102,18 +104,23 @@ def _digits(n):
 
 
 @numba.njit(inline="always")
-def _assemble(offsets, data, valid, row, prefixed, message):
-    """Write the row's message into `message`, zero-padded to whole blocks; its length, or -1 (null or too long)."""
+def _assemble(offsets, data, valid, parts, row, prefixed, message):
+    """Write the row's message of columns `parts` into `message`, zero-padded to whole blocks.
+
+    Returns its length, or -1 when a part is null, -2 when it is longer than one chunk.
+    """
     length = 0
-    for f in range(offsets.shape[0]):
+    for j in range(len(parts)):
+        f = parts[j]
         if not valid[f, row]:
             return -1
         part = offsets[f, row + 1] - offsets[f, row]
         length += part + (_digits(part) + 1 if prefixed else 0)
     if length > CHUNK_BYTES:
-        return -1
+        return -2
     pos = 0
-    for f in range(offsets.shape[0]):
+    for j in range(len(parts)):
+        f = parts[j]
         lo = offsets[f, row]
         part = offsets[f, row + 1] - lo
         if prefixed:
@@ -130,51 +137,83 @@ def _assemble(offsets, data, valid, row, prefixed, message):
     return length
 
 
+@numba.njit(inline="always")
+def _digest_lanes(words, lengths, key, cv, m, v, saved, block_len, flags):
+    """cv[:, lane] = the keyed BLAKE3 root chaining value of each lane's message (lengths[lane] < 0: no message)."""
+    most = 1
+    for lane in range(LANES):
+        most = max(most, (lengths[lane] + 63) // 64)
+    for i in range(8):
+        for lane in range(LANES):
+            cv[i, lane] = key[i]
+    for b in range(most):
+        for lane in range(LANES):
+            n = max(lengths[lane], 0)
+            blocks = max(1, (n + 63) // 64)
+            block_len[lane] = min(64, max(0, n - 64 * b))
+            flags[lane] = _KEYED_HASH | (_CHUNK_START if b == 0 else 0)
+            flags[lane] |= (_CHUNK_END | _ROOT) if b == blocks - 1 else 0
+            for i in range(16):
+                m[i, lane] = words[lane, 16 * b + i]
+        if most > 1:
+            saved[:, :] = cv
+        _compress(cv, m, block_len, flags, v)
+        if most > 1:
+            for lane in range(LANES):
+                if b >= max(1, (max(lengths[lane], 0) + 63) // 64):  # this lane's message had ended
+                    for i in range(8):
+                        cv[i, lane] = saved[i, lane]
+
+
+@numba.njit(inline="always")
+def _store(cv, lane_row, lane_combo, filled, out, status):
+    """The digests of the first `filled` lanes into out[row, combo] (words of the little-endian digest)."""
+    for lane in range(filled):
+        row, c = lane_row[lane], lane_combo[lane]
+        status[row, c] = _HASHED
+        for w in range(out.shape[2]):
+            out[row, c, w] = cv[w, lane]
+
+
 @compiled
-def _hash_rows(offsets, data, valid, prefixed, key, start, stop, out, done):
-    """Digest prefixes of rows start..stop into out; done[row] False = null or too long."""
+def _hash_rows(offsets, data, valid, combos, prefixed, key, start, stop, out, status):
+    """Digest words of rows start..stop, one per combination of columns (row c of `combos`), into out[row, c].
+
+    status[row, c] (zero on entry, _NULL) becomes _HASHED or _TOO_LONG; returns
+    how many are too long. Only messages to hash take a lane, sixteen at a
+    time, in row order.
+    """
     messages = np.zeros((LANES, CHUNK_BYTES + 64), dtype=np.uint8)
     words = messages.view(np.uint32)  # little-endian machines only (checked at import)
     lengths = np.zeros(LANES, dtype=np.int64)
+    lane_row = np.zeros(LANES, dtype=np.int64)
+    lane_combo = np.zeros(LANES, dtype=np.int64)
     cv = np.empty((8, LANES), dtype=np.uint32)
     m = np.empty((16, LANES), dtype=np.uint32)
     v = np.empty((16, LANES), dtype=np.uint32)
     saved = np.empty((8, LANES), dtype=np.uint32)
     block_len = np.zeros(LANES, dtype=np.uint32)
     flags = np.zeros(LANES, dtype=np.uint32)
-    for first in range(start, stop, LANES):
-        most = 1
-        for lane in range(LANES):
-            row = first + lane
-            lengths[lane] = _assemble(offsets, data, valid, row, prefixed, messages[lane]) if row < stop else -1
-            if row < stop:
-                done[row] = lengths[lane] >= 0
-            most = max(most, (lengths[lane] + 63) // 64)
-        for i in range(8):
-            for lane in range(LANES):
-                cv[i, lane] = key[i]
-        for b in range(most):
-            for lane in range(LANES):
-                n = max(lengths[lane], 0)
-                blocks = max(1, (n + 63) // 64)
-                block_len[lane] = min(64, max(0, n - 64 * b))
-                flags[lane] = _KEYED_HASH | (_CHUNK_START if b == 0 else 0)
-                flags[lane] |= (_CHUNK_END | _ROOT) if b == blocks - 1 else 0
-                for i in range(16):
-                    m[i, lane] = words[lane, 16 * b + i]
-            if most > 1:
-                saved[:, :] = cv
-            _compress(cv, m, block_len, flags, v)
-            if most > 1:
-                for lane in range(LANES):
-                    if b >= max(1, (max(lengths[lane], 0) + 63) // 64):  # this lane's message had ended
-                        for i in range(8):
-                            cv[i, lane] = saved[i, lane]
-        for lane in range(LANES):
-            row = first + lane
-            if row < stop and lengths[lane] >= 0:
-                for i in range(out.shape[1]):
-                    out[row, i] = np.uint8((cv[i // 4, lane] >> _U32(8 * (i % 4))) & _U32(0xFF))
+    filled, too_long = 0, 0
+    for row in range(start, stop):
+        for c in range(combos.shape[0]):
+            length = _assemble(offsets, data, valid, combos[c], row, prefixed, messages[filled])
+            if length == -2:
+                status[row, c] = _TOO_LONG
+                too_long += 1
+            if length < 0:
+                continue
+            lengths[filled], lane_row[filled], lane_combo[filled] = length, row, c
+            filled += 1
+            if filled == LANES:
+                _digest_lanes(words, lengths, key, cv, m, v, saved, block_len, flags)
+                _store(cv, lane_row, lane_combo, filled, out, status)
+                filled = 0
+    if filled:
+        lengths[filled:] = -1
+        _digest_lanes(words, lengths, key, cv, m, v, saved, block_len, flags)
+        _store(cv, lane_row, lane_combo, filled, out, status)
+    return too_long
 
 
 def keyed_digests(messages: pl.Series, key: bytes, size: int) -> pl.Series:
@@ -190,12 +229,36 @@ def keyed_digests_arrow(
     With `length_prefixed`, each part is preceded by its decimal byte length
     and ':' (the token encoding of `cleanroom.tokens`).
     """
+    digests, valid = keyed_digest_table(parts, [range(len(parts))], key, size, length_prefixed=length_prefixed)
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(size), len(valid),
+        [pa.py_buffer(np.packbits(valid[:, 0], bitorder="little")), pa.py_buffer(digests)],
+    )
+
+
+def keyed_digest_table(
+    columns: Sequence[pa.Array | pa.ChunkedArray],
+    combos: Sequence[Sequence[int]],
+    key: bytes,
+    size: int,
+    *,
+    length_prefixed: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row and each combination of columns (column indices, all of one length), the keyed BLAKE3 prefix.
+
+    The message of row r for combination c is the concatenation of columns
+    combos[c] at row r (each part preceded by its length and ':' with
+    `length_prefixed`). Returns digests (rows, combinations, size) and
+    valid (rows, combinations): False where a part is null (digest zero).
+    """
     if len(key) != 32 or not 0 < size <= 32:
         raise ValueError("keyed BLAKE3 needs a 32-byte key and a digest of 1 to 32 bytes")
-    arrays = [_large_binary(p) for p in parts]
-    n = len(arrays[0])
+    arrays = [_large_binary(p) for p in columns]
+    n, combos = len(arrays[0]), np.array([list(c) for c in combos], dtype=np.int64)
+    out = np.zeros((n, len(combos), -(-size // 4)), dtype=np.uint32)  # whole words, cut to `size` bytes at the end
+    status = np.zeros((n, len(combos)), dtype=np.uint8)
     if n == 0:
-        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), 0, [None, pa.py_buffer(b"")])
+        return _bytes(out, size), status != _NULL
     offsets = np.empty((len(arrays), n + 1), dtype=np.int64)
     datas = []
     for f, array in enumerate(arrays):
@@ -207,30 +270,32 @@ def keyed_digests_arrow(
     data = np.concatenate(datas) if len(datas) > 1 else datas[0]
     data.flags.writeable = False  # as Arrow's own buffers: one compiled signature for every input
     valid = np.stack([validity(a) for a in arrays])
-    out = np.zeros((n, size), dtype=np.uint8)
-    done = np.zeros(n, dtype=np.bool_)
     key_words = np.frombuffer(key, dtype="<u4").astype(np.uint32)
-    threads = max(1, min(pl.thread_pool_size(), n // _MIN_ROWS_PER_THREAD))
+    threads = max(1, min(pl.thread_pool_size(), n * len(combos) // _MIN_ROWS_PER_THREAD))
     bounds = np.linspace(0, n, threads + 1).astype(np.int64)
 
-    def hash_part(i: int) -> None:
-        _hash_rows(offsets, data, valid, length_prefixed, key_words, bounds[i], bounds[i + 1], out, done)
+    def hash_part(i: int) -> int:
+        return _hash_rows(offsets, data, valid, combos, length_prefixed, key_words, bounds[i], bounds[i + 1], out, status)
 
     if threads == 1:
-        hash_part(0)  # no pool: also usable while the interpreter shuts down (the warm-up thread)
+        too_long = hash_part(0)  # no pool: also usable while the interpreter shuts down (the warm-up thread)
     else:
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(hash_part, range(threads)))
-    all_valid = valid.all(axis=0)
-    for row in np.flatnonzero(all_valid & ~done):  # longer than one chunk
+            too_long = sum(pool.map(hash_part, range(threads)))
+    for row, c in zip(*np.nonzero(status == _TOO_LONG)) if too_long else ():  # rare for normalized identifiers
+        parts = combos[c]
         message = b"".join(
             (f"{e - s}:".encode() if length_prefixed else b"") + data[s:e].tobytes()
-            for s, e in zip(offsets[:, row], offsets[:, row + 1], strict=True)
+            for s, e in zip(offsets[parts, row], offsets[parts, row + 1], strict=True)
         )
-        out[row] = np.frombuffer(blake3.blake3(message, key=key).digest(size), dtype=np.uint8)
-    return pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(size), n, [pa.py_buffer(np.packbits(all_valid, bitorder="little")), pa.py_buffer(out)]
-    )
+        out[row, c] = np.frombuffer(blake3.blake3(message, key=key).digest(out.shape[2] * 4), dtype="<u4")
+    return _bytes(out, size), status != _NULL
+
+
+def _bytes(words: np.ndarray, size: int) -> np.ndarray:
+    """The first `size` bytes of each digest held as little-endian words (machines are little-endian here)."""
+    raw = words.view(np.uint8)
+    return raw if raw.shape[2] == size else np.ascontiguousarray(raw[:, :, :size])
 
 
 def _large_binary(array: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -24,8 +24,7 @@ import polars as pl
 import pyarrow as pa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from cleanroom.compiled import validity
-from cleanroom.keyed_blake3 import first_occurrences, keyed_digests_arrow
+from cleanroom.keyed_blake3 import first_occurrences, keyed_digest_table, keyed_digests_arrow
 from cleanroom.keys.secret import ConsortiumKey
 
 FORMAT_VERSION = 2
@@ -78,11 +77,7 @@ def _distinct_tokens(fields: pl.Series, combos: list[tuple[int, ...]], key: byte
     if n == 0:
         return pl.Series(fields.name, [], dtype=pl.List(PACKED))
     columns = [column.to_arrow() for column in fields.struct.unnest()]
-    digests = [
-        keyed_digests_arrow([columns[i] for i in combo], key, TOKEN_BYTES, length_prefixed=True) for combo in combos
-    ]
-    tokens = np.stack([np.frombuffer(d.buffers()[1], dtype=np.uint8).reshape(n, TOKEN_BYTES) for d in digests], 1)
-    valid = np.stack([validity(d) for d in digests], 1)
+    tokens, valid = keyed_digest_table(columns, combos, key, TOKEN_BYTES, length_prefixed=True)
     keep = first_occurrences(tokens.view(np.uint64), valid) if len(combos) > 1 else valid
     counts = keep.sum(axis=1)
     offsets = np.zeros(n + 1, dtype=np.int64)
@@ -129,25 +124,36 @@ def random_handles(n: int) -> pl.Series:
 def unpacked(frame: pl.DataFrame) -> pa.Table:
     """`frame` as Arrow, its `PACKED` columns (and lists of them) as the bundle's large binary values."""
     table = frame.to_arrow()
-    return pa.table({name: _unpack(table[name].combine_chunks()) for name in table.column_names})
+    columns = {name: _one_chunk(table[name]) for name in table.column_names}
+    values = {name: _fixed_values(column) for name, column in columns.items()}
+    longest = max((len(v) for v in values.values() if v is not None), default=0)
+    offsets = np.arange(0, TOKEN_BYTES * (longest + 1), TOKEN_BYTES, dtype=np.int64)  # shared by every column
+    return pa.table({name: _unpack(column, values[name], offsets) for name, column in columns.items()})
 
 
-def _unpack(array: pa.Array) -> pa.Array:
-    if pa.types.is_fixed_size_list(array.type):
-        return _binary(array)
-    if pa.types.is_large_list(array.type) and pa.types.is_fixed_size_list(array.type.value_type):
-        offsets = _numpy(array.offsets, np.int64)
-        return pa.LargeListArray.from_arrays(
-            _arrow(offsets - offsets[0]), _binary(array.flatten()), mask=array.is_null()
-        )
-    return array
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()  # combining one chunk copies it
 
 
-def _binary(fixed: pa.FixedSizeListArray) -> pa.LargeBinaryArray:
-    n, size = len(fixed), fixed.type.list_size
-    offsets = np.arange(0, size * (n + 1), size, dtype=np.int64)
-    data = _numpy(fixed.flatten(), np.uint8)
-    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+def _fixed_values(array: pa.Array) -> pa.FixedSizeListArray | None:
+    """The 16-byte values of a `PACKED` column or of a list of them; None for other columns."""
+    if pa.types.is_large_list(array.type):
+        array = array.flatten()
+    return array if pa.types.is_fixed_size_list(array.type) and array.type.list_size == TOKEN_BYTES else None
+
+
+def _unpack(array: pa.Array, values: pa.FixedSizeListArray | None, offsets: np.ndarray) -> pa.Array:
+    """The column with its 16-byte `values` as large binary (`offsets` long enough for them)."""
+    if values is None:
+        return array
+    binary = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(values),
+        [None, pa.py_buffer(offsets[: len(values) + 1]), pa.py_buffer(_numpy(values.flatten(), np.uint8))],
+    )
+    if values is array:
+        return binary
+    list_offsets = _numpy(array.offsets, np.int64)
+    return pa.LargeListArray.from_arrays(_arrow(list_offsets - list_offsets[0]), binary, mask=array.is_null())
 
 
 def _numpy(values: pa.Array, dtype: type) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cleanroom.keyed_blake3 import keyed_digests, keyed_digests_arrow
+from cleanroom.keyed_blake3 import keyed_digest_table, keyed_digests, keyed_digests_arrow
 
 KEY = bytes(range(32))
 
@@ -42,6 +42,24 @@ def test_parts_equal_blake3_of_their_concatenation(rows, length_prefixed):
         return b"".join((f"{len(p)}:".encode() if length_prefixed else b"") + p for p in row)
 
     assert got == [None if None in row else blake3.blake3(message(row), key=KEY).digest(16) for row in rows]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.lists(st.one_of(st.none(), st.binary(max_size=700)), min_size=4, max_size=4), max_size=40),
+    st.lists(st.lists(st.integers(0, 3), min_size=2, max_size=2), min_size=1, max_size=6),
+)
+def test_combinations_of_columns(rows, combos):
+    """Each row's message per combination of columns; null messages take no lane, so lanes mix rows and combinations."""
+    columns = [pa.array([row[f] for row in rows], type=pa.binary()) for f in range(4)]
+    digests, valid = keyed_digest_table(columns, combos, KEY, 16, length_prefixed=True)
+    for r, row in enumerate(rows):
+        for c, combo in enumerate(combos):
+            parts = [row[f] for f in combo]
+            assert valid[r, c] == (None not in parts)
+            if valid[r, c]:
+                message = b"".join(f"{len(p)}:".encode() + p for p in parts)
+                assert digests[r, c].tobytes() == blake3.blake3(message, key=KEY).digest(16)
 
 
 @pytest.mark.parametrize("length", [0, 1, 63, 64, 65, 127, 128, 129, 1023, 1024, 1025, 2048, 3000])

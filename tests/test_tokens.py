@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanroom.keys.secret import ConsortiumKey
-from cleanroom.tokens import FORMAT_VERSION, combinations, random_handles, token, token_expr, token_list, unpacked
+from cleanroom.tokens import FORMAT_VERSION, PACKED, combinations, random_handles, token, token_expr, token_list, unpacked
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "tokens.json").read_text())
 KEY = ConsortiumKey(
@@ -112,6 +112,26 @@ def test_token_list_of_no_rows():
     got = frame.select(token_list(combinations([[pl.col("a")]]), KEY.subkey("k", FORMAT_VERSION))).to_series()
     assert got.len() == 0
     assert pl.from_arrow(unpacked(got.to_frame())).to_series().dtype == pl.List(pl.Binary)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.lists(st.binary(min_size=16, max_size=16), max_size=4)), min_size=1, max_size=12),
+    st.integers(0, 5),
+    st.integers(0, 12),
+)
+def test_unpacked_gives_the_same_bytes_as_binary(rows, start, length):
+    """Handles and token lists (sliced and in several chunks, as batches give them) come out as the same bytes."""
+    handles = [bytes([i]) * 16 for i in range(len(rows))]
+    frame = pl.DataFrame(
+        {"handle": [list(h) for h in handles], "key": [None if r is None else [list(t) for t in r] for r in rows]},
+        schema={"handle": PACKED, "key": pl.List(PACKED)},
+    )
+    frame = pl.concat([frame, frame], rechunk=False).slice(start, length)
+    got = pl.from_arrow(unpacked(frame))
+    doubled = (handles + handles)[start : start + length]
+    assert got["handle"].to_list() == doubled
+    assert got["key"].to_list() == (rows + rows)[start : start + length]
 
 
 def test_random_handles_are_fresh_and_uniform():
