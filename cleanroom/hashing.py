@@ -2,9 +2,9 @@
 
 Every bundle lists its rows sorted by fresh random handles, an order unrelated
 to the input's. `hash_frame` works in memory on a polars (or pandas) frame.
-`hash_file` reads an input of up to `BUCKET_ROWS` rows whole and hashes it in
-handle order, batch by batch; a larger one is streamed in batches and
-shuffled through handle-range buckets spilled to disk. Both publish the
+`hash_file` reads an input of up to `BUCKET_ROWS` rows (or `IN_MEMORY_BYTES`)
+whole and hashes it in handle order, batch by batch; a larger one is streamed
+in batches and shuffled through handle-range buckets spilled to disk. Both publish the
 bundle and the vault atomically.
 """
 
@@ -42,6 +42,7 @@ from cleanroom.variants import swapped_sources, variant_sources
 VAULT_FILE = "vault.parquet"
 BATCH_ROWS = 500_000
 BUCKET_ROWS = 1_000_000
+IN_MEMORY_BYTES = 256 * 2**20  # an input whose used columns take at most this much is read whole at any row count
 DEFAULT_K = 10
 _READ_AHEAD = 2  # buckets prepared while one is written
 
@@ -271,7 +272,8 @@ def hash_file(
         staged_dir(vault_dir) as vault_tmp,
     ):
         tokens_file, vault = _ParquetFile(bundle_tmp / TOKENS_FILE), _ParquetFile(vault_tmp / VAULT_FILE)
-        shuffle = None if total <= BUCKET_ROWS else _Shuffle(Path(scratch), total)
+        read_whole = total <= BUCKET_ROWS or _decoded_size(Path(input_path), plan.input_columns()) <= IN_MEMORY_BYTES
+        shuffle = None if read_whole else _Shuffle(Path(scratch), total)
         if shuffle:
             batches = ((batch, random_handles(batch.height)) for batch in _batches(source, name))
         else:
@@ -373,6 +375,20 @@ def _batches(lf: pl.LazyFrame, name: str):
         yield from lf.collect_batches(chunk_size=BATCH_ROWS)
     except pl.exceptions.PolarsError:
         raise InputError(f"input file {name} could not be parsed (malformed CSV?)") from None
+
+
+def _decoded_size(path: Path, columns: list[str]) -> int:
+    """About how many bytes `columns` of the input take in memory: from Parquet metadata, else the file's size."""
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return path.stat().st_size
+    meta = pq.ParquetFile(path).metadata
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+    return sum(
+        chunk.total_uncompressed_size
+        for group in groups
+        for chunk in (group.column(c) for c in range(group.num_columns))
+        if chunk.path_in_schema in columns
+    )
 
 
 def _collect(lf: pl.LazyFrame, name: str) -> pl.DataFrame:

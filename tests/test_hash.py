@@ -145,6 +145,7 @@ def test_batches_and_buckets_cover_every_row(tmp_path, key_file, identity, monke
 
     monkeypatch.setattr(hashing, "BATCH_ROWS", 700)
     monkeypatch.setattr(hashing, "BUCKET_ROWS", 1000)
+    monkeypatch.setattr(hashing, "IN_MEMORY_BYTES", 0)
     n = 3500
     frame = pl.DataFrame({"email": [f"person{i}@example.org" for i in range(n)]})
     frame.write_csv(tmp_path / "big.csv")
@@ -162,18 +163,35 @@ def test_batches_and_buckets_cover_every_row(tmp_path, key_file, identity, monke
     verify_bundle(tmp_path / "b")
 
 
-@pytest.mark.parametrize("n", [1, 999, 1000, 2500])
-def test_small_and_spilled_inputs_come_out_sorted_by_handle(tmp_path, key_file, identity, monkeypatch, n):
+@pytest.mark.parametrize(("n", "in_memory_bytes"), [(1, 0), (999, 0), (1000, 0), (2500, 0), (2500, 10**9)])
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_small_and_spilled_inputs_come_out_sorted_by_handle(
+    tmp_path, key_file, identity, monkeypatch, n, in_memory_bytes, suffix
+):
+    """Read whole (up to BUCKET_ROWS rows, or IN_MEMORY_BYTES at any row count) or spilled to buckets."""
     import cleanroom.hashing as hashing
     from cleanroom import hash_file
 
     monkeypatch.setattr(hashing, "BATCH_ROWS", 600)
     monkeypatch.setattr(hashing, "BUCKET_ROWS", 1000)
-    pl.DataFrame({"email": [f"p{i}@example.org" for i in range(n)]}).write_csv(tmp_path / "l.csv")
-    hash_file(tmp_path / "l.csv", tmp_path / "b", tmp_path / "v", key=load_key(key_file), identity=identity,
-              spec=load_spec())
+    monkeypatch.setattr(hashing, "IN_MEMORY_BYTES", in_memory_bytes)
+    frame = pl.DataFrame({"email": [f"p{i}@example.org" for i in range(n)], "unused": ["x" * 50] * n})
+    source = tmp_path / f"l.{suffix}"
+    frame.write_csv(source) if suffix == "csv" else frame.write_parquet(source)
+    spilled, write = [], hashing._Shuffle.write
+    monkeypatch.setattr(hashing._Shuffle, "write", lambda self, out: spilled.append(self) or write(self, out))
+    hash_file(source, tmp_path / "b", tmp_path / "v", key=load_key(key_file), identity=identity, spec=load_spec())
+    assert bool(spilled) == (n > 1000 and in_memory_bytes == 0)
     handles = pl.read_parquet(tmp_path / "b" / "tokens.parquet")["handle"]
     assert handles.len() == handles.n_unique() == n and handles.is_sorted()
+
+
+def test_decoded_size_counts_the_used_columns(tmp_path):
+    from cleanroom.hashing import _decoded_size
+
+    pl.DataFrame({"email": ["p@example.org"] * 100, "unused": ["x" * 50] * 100}).write_parquet(tmp_path / "l.parquet")
+    used, everything = (_decoded_size(tmp_path / "l.parquet", c) for c in (["email"], ["email", "unused"]))
+    assert 0 < used < everything
 
 
 # Values long enough that finding one in random token bytes is not chance; names
