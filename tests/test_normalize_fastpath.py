@@ -77,6 +77,8 @@ def test_email_edges_equal_stepwise_rules() -> None:
         "a@gmail.com.evil.org", "x" * 64 + "@b.com", "x" * 65 + "@b.com", "x" * 60 + "+" + "y" * 20 + "@b.com",
         "x@" + "b" * 60 + ".com", "a@" + ("b" * 63 + ".") * 4 + "com", "é@b.com", "a+é@b.com", "Ａ@b.com",
         "a@b.c0m", "a@-b.com", ".a@b.com", "a.@b.com", "a..b@gmail.com", "+a@b.com", "a@b@c.com", "a@",
+        "Jane <a@b.com>", "<mailto:a@b.com>", "<>", "a<b <c@d.com>", "< mailto:a@b.com>", "<a>b>", "Jane <a@b.com> x",
+        "a@b.com>", "Jane Doe <\tJ.D@GMAIL.com >",
     ]
     raw = pl.Series("x", items, dtype=pl.String)
     assert email._canonical(raw).equals(email._frame(raw)["email"].alias("x"))

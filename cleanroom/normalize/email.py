@@ -1,6 +1,7 @@
 """Email addresses: canonical lowercase form, or null with a reason when invalid.
 
-Rules: trim, NFKC, lowercase, strip ``mailto:`` and surrounding ``<>``; drop a
+Rules: trim, NFKC, lowercase, keep the address of a ``Name <address>`` form,
+strip ``mailto:`` and surrounding ``<>``; drop a
 ``+tag`` for every provider (plus addressing is a sub-address almost everywhere,
 and keeping tags splits one person into several tokens); for gmail.com and
 googlemail.com remove dots from the local part and map the domain to gmail.com.
@@ -19,7 +20,7 @@ import polars as pl
 from cleanroom.compiled import DONE, NOT_ASCII, NULL, compiled, is_ascii, map_strings
 from cleanroom.normalize.generic import nfkc
 
-VERSION = "1"
+VERSION = "2"  # 2: "Name <address>" and "<mailto:address>" keep the address
 
 _LOCAL_OK = r"^[a-z0-9!#$%&'*/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*/=?^_`{|}~-]+)*$"
 _DOMAIN_OK = r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
@@ -29,7 +30,9 @@ _VALID = rf"^{_LOCAL_OK[1:-1]}(?:\+[^@]*)?@{_DOMAIN_OK[1:-1]}$"
 
 
 def _clean(s: pl.Expr) -> pl.Expr:
-    return s.str.strip_chars().str.to_lowercase().str.strip_prefix("mailto:").str.strip_chars(" \t<>")
+    s = s.str.strip_chars().str.to_lowercase()
+    s = pl.coalesce(s.str.extract(r"<([^<]*)>$", 1), s)  # "Name <address>": the address in the last <...>
+    return s.str.strip_prefix("mailto:").str.strip_chars(" \t<>")
 
 
 def _frame(raw: pl.Series) -> pl.DataFrame:
@@ -133,6 +136,12 @@ def _canonical_ascii(offsets, data, valid, atext, mailto, gmail, googlemail, can
             lo += 1
         while hi > lo and (9 <= data[hi - 1] <= 13 or data[hi - 1] == 32):
             hi -= 1
+        if hi > lo and data[hi - 1] == 62:  # '>': keep what the last '<' opens, if any
+            i = hi - 2
+            while i >= lo and data[i] != 60:
+                i -= 1
+            if i >= lo:
+                lo, hi = i + 1, hi - 1
         if hi - lo >= len(mailto) and _is(data, lo, lo + len(mailto), mailto):
             lo += len(mailto)
         while lo < hi and (data[lo] == 32 or data[lo] == 9 or data[lo] == 60 or data[lo] == 62):
