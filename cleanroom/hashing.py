@@ -90,6 +90,7 @@ class HashPlan:
     attributes: dict[str, str]
     id_column: str | None
     derived: dict[str, pl.Expr]
+    variants: dict[str, pl.Expr]  # computed from `derived`, once for every key that uses them
     tokens: dict[str, pl.Expr]
 
     @classmethod
@@ -132,19 +133,20 @@ class HashPlan:
         swapped = swapped_sources(spec, columns, used, derived)
         columns = {column: columns[column] for column in primaries}
         secret_subkeys = subkeys(key, [k.name for k in spec.all_keys])
+        variants = _SharedColumns("__v")
         tokens: dict[str, pl.Expr] = {}
         for match_key in spec.all_keys:
             combos = [
                 combo
                 for alternatives in variant_sources(match_key, sources, swapped)
-                for combo in combinations(alternatives)
+                for combo in combinations([[variants.column(e) for e in field] for field in alternatives])
             ]
             tokens[match_key.name] = (
                 token_list(combos, secret_subkeys[match_key.name])
                 if combos
                 else pl.lit(None, dtype=pl.List(PACKED))
             )
-        return cls(spec, columns, primaries, attributes, id_column, derived, tokens)
+        return cls(spec, columns, primaries, attributes, id_column, derived, variants.exprs, tokens)
 
     def input_columns(self) -> list[str]:
         """The input columns a run reads (others are not even decoded)."""
@@ -162,7 +164,7 @@ class HashPlan:
 
     def run(self, batch: pl.DataFrame, handles: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
         """Tokens, vault and counts of one batch, its rows taking `handles` in order."""
-        work = batch.rechunk().with_columns(handles, **self.derived)
+        work = batch.rechunk().with_columns(handles, **self.derived).with_columns(**self.variants)
         tokens = work.select(
             "handle", *[e.alias(k) for k, e in self.tokens.items()], *self.attribute_exprs()
         )
@@ -200,6 +202,26 @@ class HashPlan:
                 )
             )
         return summary
+
+
+class _SharedColumns:
+    """Expressions that several match keys use (a deletion variant of a name...), each given one column."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.exprs = prefix, {}
+        self._by_text: dict[str, list[str]] = {}
+
+    def column(self, expr: pl.Expr) -> pl.Expr:
+        """`expr` itself if it is a column, else the column computing it (the same one for an equal expression)."""
+        if expr.meta.is_column():
+            return expr
+        names = self._by_text.setdefault(str(expr), [])
+        name = next((n for n in names if self.exprs[n].meta.eq(expr)), None)
+        if name is None:
+            name = f"{self.prefix}{len(self.exprs)}"
+            self.exprs[name] = expr
+            names.append(name)
+        return pl.col(name)
 
 
 def hash_frame(

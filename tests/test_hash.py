@@ -186,6 +186,33 @@ def test_small_and_spilled_inputs_come_out_sorted_by_handle(
     assert handles.len() == handles.n_unique() == n and handles.is_sorted()
 
 
+def test_keys_sharing_variant_columns_give_what_each_gives_alone(key_file):
+    """Deletion and day/month variants several keys use are computed once, for the same tokens."""
+    from cleanroom.hashing import HashPlan
+    from cleanroom.spec import MatchSpec
+
+    keys = [
+        {"name": "a", "fields": ["first", "last", "dob"], "variants": ["deletions:last", "dob_dm_swap"]},
+        {"name": "b", "fields": ["last", "zip5"], "variants": ["deletions:last"]},
+        {"name": "c", "fields": ["first", "dob"], "variants": ["dob_dm_swap"]},
+    ]
+    frame = pl.DataFrame({
+        "first_name": ["Maria", "Jo", None, "Ann"], "last_name": ["Garcia", "Li", "Smith", "O'Neil"],
+        "dob": ["1984-03-07", "2001-12-11", "1990-01-01", None], "zip": ["27601", None, "02134", "97201"],
+    })
+    key = load_key(key_file)
+
+    def by_row(spec_keys: list[dict]) -> dict[str, list]:
+        tokens, vault, _ = hash_frame(frame, key, MatchSpec(keys=spec_keys))
+        rows = tokens.join(vault, on="handle").sort("row")
+        return {k["name"]: [sorted(t) if t is not None else None for t in rows[k["name"]].to_list()] for k in spec_keys}
+
+    together = by_row(keys)
+    assert together == {k["name"]: by_row([k])[k["name"]] for k in keys}
+    plan = HashPlan.build(MatchSpec(keys=keys), key, frame.columns)
+    assert len(plan.variants) == 12 + 1  # the deletions of the last name and the swapped date, once each
+
+
 def test_decoded_size_counts_the_used_columns(tmp_path):
     from cleanroom.hashing import _decoded_size
 
