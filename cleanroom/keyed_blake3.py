@@ -7,8 +7,8 @@ root. A row's message is the concatenation of its parts (one per column),
 each optionally preceded by its decimal UTF-8 byte length and ':' (the token
 encoding), assembled inside the kernel; one call hashes several combinations
 of columns per row (a key's field tuples). Sixteen messages are compressed
-side by side, one per SIMD lane, null ones taking no lane. Longer messages, rare for normalized identifiers, go
-to the `blake3` package one by one. The kernel releases the GIL, so the rows
+side by side, one per SIMD lane, null ones taking no lane. Longer messages,
+rare for normalized identifiers, go to the `blake3` package one by one. The kernel releases the GIL, so the rows
 are split over threads. Tests check it byte for byte against the `blake3`
 package. Also compiled here: the pass that keeps each row's first occurrence
 of a 128-bit value (a row's distinct tokens).
@@ -275,20 +275,22 @@ def keyed_digest_table(
     bounds = np.linspace(0, n, threads + 1).astype(np.int64)
 
     def hash_part(i: int) -> int:
-        return _hash_rows(offsets, data, valid, combos, length_prefixed, key_words, bounds[i], bounds[i + 1], out, status)
+        start, stop = bounds[i], bounds[i + 1]
+        return _hash_rows(offsets, data, valid, combos, length_prefixed, key_words, start, stop, out, status)
 
     if threads == 1:
         too_long = hash_part(0)  # no pool: also usable while the interpreter shuts down (the warm-up thread)
     else:
         with ThreadPoolExecutor(threads) as pool:
             too_long = sum(pool.map(hash_part, range(threads)))
-    for row, c in zip(*np.nonzero(status == _TOO_LONG)) if too_long else ():  # rare for normalized identifiers
-        parts = combos[c]
-        message = b"".join(
-            (f"{e - s}:".encode() if length_prefixed else b"") + data[s:e].tobytes()
-            for s, e in zip(offsets[parts, row], offsets[parts, row + 1], strict=True)
-        )
-        out[row, c] = np.frombuffer(blake3.blake3(message, key=key).digest(out.shape[2] * 4), dtype="<u4")
+    if too_long:  # rare for normalized identifiers
+        for row, c in zip(*np.nonzero(status == _TOO_LONG)):
+            parts = combos[c]
+            message = b"".join(
+                (f"{e - s}:".encode() if length_prefixed else b"") + data[s:e].tobytes()
+                for s, e in zip(offsets[parts, row], offsets[parts, row + 1], strict=True)
+            )
+            out[row, c] = np.frombuffer(blake3.blake3(message, key=key).digest(out.shape[2] * 4), dtype="<u4")
     return _bytes(out, size), status != _NULL
 
 

@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanroom.keys.secret import ConsortiumKey
-from cleanroom.tokens import FORMAT_VERSION, PACKED, combinations, random_handles, token, token_expr, token_list, unpacked
+from cleanroom.tokens import (
+    FORMAT_VERSION,
+    PACKED,
+    combinations,
+    random_handles,
+    token,
+    token_expr,
+    token_list,
+    unpacked,
+)
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "tokens.json").read_text())
 KEY = ConsortiumKey(
