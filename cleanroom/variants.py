@@ -5,6 +5,10 @@ month exchanged (dob_dm_swap), and every single-character deletion of one field
 (deletions:<field>; two values within one insert, delete, substitute or
 transpose share a deletion). The broker explodes a row's tokens for a key, so
 any variant that meets the other side's tokens is a hit.
+
+The street name without suffix and directionals is not a variant of a key but
+a field of its own (`spec.VARIANT_FIELDS`): a key holds it in place of the
+street, and a spec whose keys leave it out switches that family off.
 """
 
 from __future__ import annotations
