@@ -16,7 +16,14 @@ from cleanroom import (
     load_spec,
     new_key,
 )
-from cleanroom.broker.duplicates import components, list_persons, same_person_keys
+from cleanroom.broker.duplicates import (
+    MAX_SHARING,
+    components,
+    list_persons,
+    same_person_keys,
+    shared_pairs,
+    together_keys,
+)
 from cleanroom.broker.engine import run_match
 from cleanroom.broker.load import LoadedBundle, load_inputs
 from cleanroom.broker.match import reference_index
@@ -505,6 +512,56 @@ def test_same_person_keys_are_the_field_sets_strangers_seldom_share():
     # a name with only the year and a zip, names and a zip, a household's last name and address: strangers share them
     assert not chosen & {"p3_first_phonetic_birth_year_zip5", "c3_first_canon_last_zip5", "c3_last_zip5_house_number",
                          "c3_last_house_number_street", "c3_zip5_house_number_street", "phone", "email"}
+
+
+token_rows_st = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 3)), max_size=120)
+
+
+@settings(max_examples=200, deadline=None)
+@given(token_rows_st, st.integers(2, 25))
+def test_shared_pairs_are_every_pair_of_rows_holding_a_token(listed, holders):
+    """(row, token) listings, a token possibly listed twice by one row: every pair of distinct rows holding one
+    token on at most MAX_SHARING rows, once, the smaller row as `first`."""
+    tokens = pl.DataFrame({"p_idx": [r for r, _ in listed], "token": [t * holders for _, t in listed]},
+                          schema={"p_idx": pl.UInt32, "token": pl.UInt128})
+    got = {tuple(r) for r in shared_pairs(tokens).select("first", "p_idx").iter_rows()}
+    rows_of: dict[int, set[int]] = {}
+    for row, token in listed:
+        rows_of.setdefault(token * holders, set()).add(row)
+    want = {(a, b) for rows in rows_of.values() if len(rows) <= MAX_SHARING for a in rows for b in rows if a < b}
+    assert got == want
+    assert shared_pairs(tokens).height == len(want)
+
+
+def test_together_keys_of_the_scored_spec():
+    spec = load_spec(SCORED_SPEC)
+    [(names, phonetic)] = together_keys(spec.all_keys)
+    assert {"c3_first_canon_last_zip5", "dl_first_canon_last_zip5", "swf_first_canon_last_zip5"} <= set(names)
+    assert phonetic == ["p3_first_phonetic_last_phonetic_zip5"]
+    assert together_keys([k for k in spec.all_keys if k.name != "p3_first_phonetic_last_phonetic_zip5"]) == []
+
+
+def test_rows_sharing_names_and_zip_canonical_and_phonetic_are_one_list_person(scored_bundles):
+    """Both names and the zip code make rows one person only with the phonetic codes of the names as
+    written too: a pair of rows sharing the canonical names and zip code but not the codes stays apart unless
+    another key joins them."""
+    _, partners = scored_bundles
+    apart = 0
+    for partner in partners:
+        labels = list_persons(partner)
+        groups = together_keys(partner.manifest.keys)
+        found = []
+        for group in groups[0]:
+            found.append(pl.concat([
+                shared_pairs(partner.key_tokens(name, "p_idx").collect()
+                             .select("p_idx", pl.col("token").cast(pl.UInt128))) for name in group
+            ]).unique())
+        both = found[0].join(found[1], on=["p_idx", "first"], how="semi")
+        assert both.height > 0
+        assert (labels.gather(both["p_idx"]) == labels.gather(both["first"])).all()
+        only_names = found[0].join(found[1], on=["p_idx", "first"], how="anti")
+        apart += int((labels.gather(only_names["p_idx"]) != labels.gather(only_names["first"])).sum())
+    assert apart > 0  # namesakes whose written names differ are not merged by these keys
 
 
 def test_rows_sharing_a_name_and_birth_date_are_one_list_person(scored_bundles):
