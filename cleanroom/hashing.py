@@ -300,11 +300,11 @@ def hash_file(
             batches = ((batch, random_handles(batch.height)) for batch in _batches(source, name))
         else:
             with ThreadPoolExecutor(1) as helper:
-                handles = helper.submit(_sorted_handles, total)  # while the input is read
+                drawn = helper.submit(_sorted_handles, total)  # while the input is read
                 frame = _collect(source, name)
             if frame.height != total:
                 raise InputError(f"input file {name} changed while it was read")
-            batches = _in_handle_order(frame, *handles.result(), BATCH_ROWS)
+            batches = _in_handle_order(frame, *drawn.result(), BATCH_ROWS)
         add_tokens = shuffle.add if shuffle else tokens_file.add
         # batch i is written (tokens and vault on two threads) while batch i+1 is computed; one in flight bounds memory
         stored: list[Future] = []
