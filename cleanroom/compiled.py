@@ -38,6 +38,13 @@ def validity(array: pa.Array) -> np.ndarray:
     return bits[array.offset : array.offset + len(array)].astype(np.bool_)
 
 
+def large_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A large string/binary Arrow array's offsets (its n + 1, slice applied) and whole data buffer, as numpy views."""
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=array.offset + len(array) + 1)[array.offset :]
+    data = array.buffers()[2]
+    return offsets, np.frombuffer(data, dtype=np.uint8) if data else np.zeros(0, np.uint8)
+
+
 def map_strings(
     raw: pl.Series, kernel, constants: tuple, fallback: Callable[[pl.Series], pl.Series]
 ) -> pl.Series:
@@ -52,8 +59,7 @@ def map_strings(
     n = len(array)
     if n == 0:
         return raw.cast(pl.String)
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=array.offset + n + 1)[array.offset :]
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if array.buffers()[2] else np.zeros(0, np.uint8)
+    offsets, data = large_buffers(array)
     out_offsets = np.empty(n + 1, dtype=np.int64)
     out_data = np.empty(max(1, len(data)), dtype=np.uint8)
     status = np.empty(n, dtype=np.uint8)

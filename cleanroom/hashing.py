@@ -32,7 +32,7 @@ from cleanroom.attributes import COUNT, apply_mapping, protect_attributes, prote
 from cleanroom.bundle import TOKENS_FILE, KeyInfo, Manifest, file_digest, sign_manifest
 from cleanroom.errors import InputError, SpecError
 from cleanroom.fsutil import staged_dir
-from cleanroom.inputs import ROW, read_input
+from cleanroom.inputs import ROW, is_parquet, read_input
 from cleanroom.keys.identity import Identity
 from cleanroom.keys.secret import ConsortiumKey
 from cleanroom.spec import MatchSpec
@@ -401,7 +401,7 @@ def _batches(lf: pl.LazyFrame, name: str):
 
 def _decoded_size(path: Path, columns: list[str]) -> int:
     """About how many bytes `columns` of the input take in memory: from Parquet metadata, else the file's size."""
-    if path.suffix.lower() not in (".parquet", ".pq"):
+    if not is_parquet(path):
         return path.stat().st_size
     meta = pq.ParquetFile(path).metadata
     groups = [meta.row_group(g) for g in range(meta.num_row_groups)]

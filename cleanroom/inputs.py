@@ -30,7 +30,7 @@ def read_input(
         raise InputError(f"input file {path.name} not found")
     if path.stat().st_size == 0:
         raise InputError(f"input file {path.name} is empty")
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if is_parquet(path):
         try:
             lf = pl.scan_parquet(path)
             lf.collect_schema()
@@ -39,6 +39,11 @@ def read_input(
     else:
         lf = _scan_csv(path, encoding, delimiter)
     return lf.with_row_index(ROW, offset=1)
+
+
+def is_parquet(path: Path) -> bool:
+    """Parquet by its suffix (anything else is read as CSV)."""
+    return path.suffix.lower() in (".parquet", ".pq")
 
 
 def _scan_csv(path: Path, encoding: str, delimiter: str | None) -> pl.LazyFrame:

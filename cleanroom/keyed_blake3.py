@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from cleanroom.compiled import compiled, validity
+from cleanroom.compiled import compiled, large_buffers, validity
 
 CHUNK_BYTES = 1024
 LANES = 16
@@ -262,10 +262,8 @@ def keyed_digest_table(
     offsets = np.empty((len(arrays), n + 1), dtype=np.int64)
     datas = []
     for f, array in enumerate(arrays):
-        raw = np.frombuffer(array.buffers()[1], dtype=np.int64, count=array.offset + n + 1)[array.offset:]
+        raw, data = large_buffers(array)
         offsets[f] = raw + sum(len(d) for d in datas) - raw[0]
-        data_buffer = array.buffers()[2]
-        data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
         datas.append(data[raw[0] : raw[-1]])
     data = np.concatenate(datas) if len(datas) > 1 else datas[0]
     data.flags.writeable = False  # as Arrow's own buffers: one compiled signature for every input
