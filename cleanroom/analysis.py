@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from cleanroom.broker.reports import NO_TOKEN, UNMATCHED, Report, ReportTable, load_report
+from cleanroom.broker.reports import NO_TOKEN, UNMATCHED, Report, ReportTable, load_report, pair_labels
 from cleanroom.errors import InputError
 
 if TYPE_CHECKING:
@@ -206,14 +206,21 @@ def overlap_matrix(report: ReportSource, *, share: bool = False) -> pl.DataFrame
     A's persons who are also on list B. Null means suppressed.
     """
     report = load(report)
-    pairs = table(report, "overlap_pairs")
-    if share:
-        diagonal = pairs.filter(pl.col("list_a") == pl.col("list_b")).select(
-            pl.col("list_a"), pl.col("count").alias("_size"))
-        pairs = pairs.join(diagonal, on="list_a", how="left").with_columns(
-            (pl.col("count") / pl.col("_size")).alias("count"))
-    wide = pairs.pivot(on="list_b", index="list_a", values="count", maintain_order=True)
-    return wide.rename({"list_a": "list"}).select("list", *report.partners)
+    counts = dict(table(report, "overlap_pairs").select("lists", "count").iter_rows())
+    labels = pair_labels(report.partners)
+    both = {(a, b): counts[labels[(a, b) if (a, b) in labels else (b, a)]]
+            for a in report.partners for b in report.partners}
+    rows = [{"list": a, **{b: _share(both[(a, b)], both[(a, a)]) if share else both[(a, b)]
+                           for b in report.partners}} for a in report.partners]
+    return pl.DataFrame(rows, schema={"list": pl.String, **{
+        b: pl.Float64 if share else pl.Int64 for b in report.partners}})
+
+
+def _share(count: int | None, size: int | None) -> float | None:
+    """count / size; null when either is suppressed, NaN for an empty list."""
+    if count is None or size is None:
+        return None
+    return count / size if size else float("nan")
 
 
 def _memberships(partners: list[str]) -> dict[str, tuple[str, ...]]:
@@ -379,8 +386,8 @@ def plot_upset(report: ReportSource, *, sort: str = "size", max_bars: int = 40, 
     order = [size_key.is_null(), pl.col("degree"), -size_key] if sort == "degree" else [-size_key, pl.col("degree")]
     frame = frame.sort(order).head(max_bars)
     names = report.partners
-    pairs = table(report, "overlap_pairs").filter(pl.col("list_a") == pl.col("list_b"))
-    sizes = dict(zip(pairs["list_a"], pairs["count"], strict=True))
+    counts = dict(table(report, "overlap_pairs").select("lists", "count").iter_rows())
+    sizes = {name: counts[name] for name in names}
 
     n_bars, n_sets = frame.height, len(names)
     fig = _figure(max(6.0, 2.5 + 0.42 * n_bars), 3.6 + 0.32 * n_sets)

@@ -120,13 +120,19 @@ def raw_tables(outcome: MatchOutcome, crosstabs: list[list[str]]) -> list[_Raw]:
                          {"lists": combos, "registration": ["registered", "unregistered"]}),
         sensitivity=1,
     ))
+    # Each unordered pair of lists once (a list with itself: persons on it), so
+    # one person changes at most m(m+1)/2 cells and the matrix comes out symmetric.
+    labels = pair_labels(partners)
     on = rows.select("person", "partner").unique()
-    pairs = on.join(on, on="person", suffix="_b").rename({"partner": "list_a", "partner_b": "list_b"})
+    names = pl.DataFrame(
+        [(a, b, label) for (a, b), label in labels.items()], schema=["partner", "partner_b", "lists"], orient="row"
+    ).cast({"partner": pl.Enum(partners), "partner_b": pl.Enum(partners)})
+    pairs = on.join(on, on="person", suffix="_b").join(names, on=["partner", "partner_b"])
     tables.append(_Raw(
-        name="overlap_pairs", title="Persons on both lists (diagonal: persons on the list)",
-        dims=["list_a", "list_b"],
-        counts=_complete(_persons(pairs, ["list_a", "list_b"]), {"list_a": partners, "list_b": partners}),
-        sensitivity=m * m,
+        name="overlap_pairs", title="Persons on both lists (a list alone: persons on it)",
+        dims=["lists"],
+        counts=_complete(_persons(pairs, ["lists"]), {"lists": list(labels.values())}),
+        sensitivity=m * (m + 1) // 2,
     ))
     registered = rows.filter(pl.col("registered"))
     for attribute in outcome.attributes:
@@ -134,6 +140,12 @@ def raw_tables(outcome: MatchOutcome, crosstabs: list[list[str]]) -> list[_Raw]:
     for dims in crosstabs:
         tables.append(_attribute_table(registered, dims, partners, "crosstab_" + "_x_".join(dims)))
     return tables
+
+
+def pair_labels(partners: list[str]) -> dict[tuple[str, str], str]:
+    """The overlap_pairs labels: each unordered pair of lists in partner order -> "A & B" ("A" for A alone)."""
+    return {(a, b): a if a == b else f"{a} & {b}"
+            for i, a in enumerate(partners) for b in partners[i:]}
 
 
 def _attribute_table(rows: pl.DataFrame, dims: list[str], partners: list[str], name: str) -> _Raw:
