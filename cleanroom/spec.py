@@ -40,10 +40,13 @@ _COLUMN_ALIASES = {
 }
 
 
-VARIANTS = ("swap_names", "dob_dm_swap", "deletions")
+PARTIAL_DOB = "dob_partial"
+VARIANTS = ("swap_names", "dob_dm_swap", PARTIAL_DOB, "deletions")
 """Error-tolerant variants a key may add as extra tokens of the same key:
 swap_names (first and last name exchanged), dob_dm_swap (day and month
-exchanged), deletions:<field> (every single-character deletion of one field,
+exchanged), dob_partial (the birth date with its day, its month or its year
+unknown: one wrong part; not with dob_dm_swap in one key, so that the scorer
+can tell the two apart), deletions:<field> (every single-character deletion of one field,
 so two values within one insert, delete, substitute or transpose share a token)."""
 
 VARIANT_FIELDS = {"street_name": "street"}
@@ -73,6 +76,8 @@ class MatchKey(BaseModel):
                 raise ValueError(f"variant {variant!r}: write deletions:<one of the key's fields>")
         if sum(v.startswith("deletions") for v in self.variants) > 1:
             raise ValueError("a key takes deletions on at most one field")
+        if {PARTIAL_DOB, "dob_dm_swap"} <= set(self.variants):
+            raise ValueError("dob_partial and dob_dm_swap go in separate keys (the scorer tells them apart by key)")
         return self
 
 
@@ -100,7 +105,7 @@ class KeySet(BaseModel):
                 v for v in self.variants
                 if (v.partition(":")[2] or "") in ("", *combo)
                 and not (v == "swap_names" and not _has_name(combo))
-                and not (v == "dob_dm_swap" and "dob" not in combo)
+                and not (v in ("dob_dm_swap", PARTIAL_DOB) and "dob" not in combo)
             ]
             keys.append(MatchKey(name=f"{self.name}_{'_'.join(combo)}"[:63], fields=list(combo), variants=applicable))
         return keys

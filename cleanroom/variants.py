@@ -1,7 +1,10 @@
 """Error-tolerant variants of a match key, each an exact keyed token of its own.
 
 A key may add tokens for: first and last name exchanged (swap_names), day and
-month exchanged (dob_dm_swap), and every single-character deletion of one field
+month exchanged (dob_dm_swap), the birth date with one of its parts unknown
+(dob_partial: a date with a wrong day, month or year still meets the true one;
+the scorer reads such a key as showing `dob_partial`, not the birth date), and
+every single-character deletion of one field
 (deletions:<field>; two values within one insert, delete, substitute or
 transpose share a deletion). The broker explodes a row's tokens for a key, so
 any variant that meets the other side's tokens is a hit.
@@ -16,7 +19,8 @@ from __future__ import annotations
 import polars as pl
 
 from cleanroom import normalize
-from cleanroom.spec import MatchKey, MatchSpec
+from cleanroom.bundle import KeyInfo
+from cleanroom.spec import PARTIAL_DOB, MatchKey, MatchSpec
 
 MAX_DELETIONS = 12  # deletion variants cover the first 12 characters of a value
 
@@ -68,9 +72,27 @@ def variant_sources(
                 exprs = [d for e in exprs for d in _deletions(e)]
             if field == "dob" and "dob_dm_swap" in key.variants:
                 exprs = exprs + [_day_month_swapped(e) for e in exprs]
+            if field == "dob" and PARTIAL_DOB in key.variants:
+                exprs = exprs + [masked for e in exprs for masked in _one_part_unknown(e)]
             per_field.append(exprs)
         result.append(per_field)
     return result
+
+
+def shown_fields(key: MatchKey | KeyInfo) -> list[str]:
+    """The key's fields as its tokens show agreement: under dob_partial, the birth date only to two of its
+    three parts (the field `dob_partial`, which exact agreement on the birth date implies)."""
+    if PARTIAL_DOB not in key.variants:
+        return list(key.fields)
+    return [PARTIAL_DOB if f == "dob" else f for f in key.fields]
+
+
+def _one_part_unknown(dob: pl.Expr) -> list[pl.Expr]:
+    """ISO date with the day, the month, then the year written as zeros: two dates with one wrong part share
+    one. Zeros are no real day, month or year, so these never meet a full date's token."""
+    year, month, day = dob.str.slice(0, 4), dob.str.slice(5, 2), dob.str.slice(8, 2)
+    return [pl.concat_str(parts, separator="-") for parts in (
+        [year, month, pl.lit("00")], [year, pl.lit("00"), day], [pl.lit("0000"), month, day])]
 
 
 def _day_month_swapped(dob: pl.Expr) -> pl.Expr:

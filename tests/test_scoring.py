@@ -1,5 +1,7 @@
 """Scored matching: one-to-one linking, EM estimates, key sets and variants."""
 
+import itertools
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +57,8 @@ from cleanroom.broker.scoring import (
 from cleanroom.bundle import KeyInfo, verify_bundle
 from cleanroom.evaluate import evaluate
 from cleanroom.hashing import HashPlan
-from cleanroom.spec import KeySet, MatchSpec
+from cleanroom.spec import KeySet, MatchKey, MatchSpec
+from cleanroom.variants import shown_fields
 from cleanroom.synth import generate_partners, generate_voters, write_frame
 
 SCORED_SPEC = Path(__file__).parent.parent / "examples" / "scored_spec.toml"
@@ -320,6 +323,7 @@ def test_variants_switched_off_produce_no_extra_tokens():
     assert len(_tokens([])) == 1
     assert len(_tokens(["dob_dm_swap"])) == 2
     assert len(_tokens(["swap_names"])) == 2
+    assert len(_tokens(["dob_partial"])) == 4
     deletions = _tokens(["deletions:last"])
     assert len(deletions) == 1 + len("garcia")
     assert _tokens([]) <= deletions
@@ -359,6 +363,41 @@ def test_variants_meet_the_noisy_copy():
         a, _, _ = hash_frame(clean, key, spec)
         b, _, _ = hash_frame(pl.DataFrame(noisy), key, spec)
         assert set(a["k"].to_list()[0]) & set(b["k"].to_list()[0])
+
+
+@given(st.integers(1902, 2010), st.integers(1, 12), st.integers(1, 28), st.tuples(*[st.booleans()] * 3))
+@settings(max_examples=40, deadline=None)
+def test_partial_dates_meet_when_two_of_their_three_parts_agree(year, month, day, same):
+    a = date(year, month, day)
+    b = date(year if same[0] else year - 1, month if same[1] else month % 12 + 1, day if same[2] else day % 28 + 1)
+    spec = MatchSpec(keys=[{"name": "k", "fields": ["dob"], "variants": ["dob_partial"]}])
+    tokens, _, _ = hash_frame(pl.DataFrame({"dob": [a.isoformat(), b.isoformat()]}), KEY, spec)
+    first, second = (set(t) for t in tokens["k"].to_list())
+    assert len(first & second) == (4 if all(same) else sum(x and y for x, y in itertools.combinations(same, 2)))
+
+
+def test_a_partial_birth_date_is_its_own_field_nested_under_the_date():
+    """A key with dob_partial shows the field dob_partial, not dob: the date's partial level, which exact
+    agreement implies; it never makes rows of a list one person; it does not share a key with dob_dm_swap."""
+    key = MatchKey(name="k", fields=["first_canon", "dob"], variants=["dob_partial"])
+    assert shown_fields(key) == ["first_canon", "dob_partial"]
+    fields = ["birth_year", "dob", "dob_partial", "first_canon"]  # bits 1, 2, 4, 8
+    features = {f.name: f for f in features_of(fields)}
+    assert list(features) == ["birth_year", "dob", "first_canon"] and features["dob"].partial == 2
+    pairs = pl.DataFrame({"exact": [2 | 8, 4 | 8], "fuzzy": [0, 0], "observed": [15, 15]},
+                         schema={"exact": pl.UInt32, "fuzzy": pl.UInt32, "observed": pl.UInt32})
+    got = implied_agreement(pairs, fields)
+    assert got["exact"].to_list() == [15, 4 | 8]  # the date implies its partial level and the year
+    assert got["observed"].to_list() == [15, 2 | 4 | 8]  # a partial date holds the year: unknown
+    levels, _ = feature_levels(got["exact"].to_numpy(), got["fuzzy"].to_numpy(), got["observed"].to_numpy(),
+                               list(features.values()))
+    assert levels[:, 1].tolist() == [3, 1]
+    assert key_masks([KeyInfo(name="k", fields=["first_canon", "dob"], variants=["dob_partial"], non_null=1)],
+                     fields) == {"k": (4 | 8, 0)}
+    assert not same_person_keys([KeyInfo(name="k", fields=["first_canon", "dob"], variants=["dob_partial"],
+                                         non_null=1)])
+    with pytest.raises(ValueError, match="separate keys"):
+        MatchKey(name="k", fields=["dob"], variants=["dob_partial", "dob_dm_swap"])
 
 
 def test_default_spec_uses_swap_variants_only():

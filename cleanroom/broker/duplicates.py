@@ -23,6 +23,7 @@ import polars as pl
 from cleanroom.broker.load import LoadedBundle
 from cleanroom.broker.persons import linking_keys
 from cleanroom.bundle import KeyInfo
+from cleanroom.variants import shown_fields
 
 NAME_FIELDS = ("first", "last")  # field name prefixes: first, first_canon, last_phonetic...
 # Field sets that two different people of one list seldom share (in the synthetic hard-profile lists, 0 to 9
@@ -51,12 +52,13 @@ def same_person_keys(keys: list[KeyInfo]) -> list[str]:
     field sets (a name field in any form counts as its name)."""
     def groups(fields: list[str]) -> set[str]:
         return {next((n for n in NAME_FIELDS if f.startswith(n)), f) for f in fields}
-    return [k.name for k in keys if any(need <= groups(k.fields) for need in SAME_PERSON)]
+    return [k.name for k in keys if any(need <= groups(shown_fields(k)) for need in SAME_PERSON)]
 
 
 def together_keys(keys: list[KeyInfo]) -> list[tuple[list[str], ...]]:
     """Per entry of SAME_PERSON_TOGETHER whose every field set is held by keys: per field set, those keys."""
-    held = [tuple([k.name for k in keys if set(k.fields) == s] for s in sets) for sets in SAME_PERSON_TOGETHER]
+    held = [tuple([k.name for k in keys if set(shown_fields(k)) == s] for s in sets)
+            for sets in SAME_PERSON_TOGETHER]
     return [names for names in held if all(names)]
 
 

@@ -48,6 +48,7 @@ import polars as pl
 from cleanroom.broker.duplicates import list_persons
 from cleanroom.broker.load import LoadedBundle
 from cleanroom.bundle import KeyInfo
+from cleanroom.variants import shown_fields
 
 MAX_HOLDERS = 20  # tokens held by more reference rows than this make no candidates
 EM_ROUNDS = 100
@@ -56,14 +57,15 @@ MIN_POSTERIOR = 0.997  # every link must also be likely on its own (0.995, the d
 ANCHORS = {"first": "first_canon", "last": "last", "dob": "dob", "address": "street"}
 # exact agreement on a field means exact agreement on these (derived from it). Not the first name: its phonetic
 # code is of the name as written, first_canon of its nickname group.
-IMPLIED = {"dob": ("birth_year",), "last": ("last_phonetic",), "street": ("street_name",)}
+IMPLIED = {"dob": ("birth_year", "dob_partial"), "last": ("last_phonetic",), "street": ("street_name",)}
 IMPLIED_BY_FUZZY = {"dob": ("birth_year",)}  # a fuzzy birth date (day and month swapped) keeps the year
 LEVELS = ("disagree", "fuzzy", "exact")  # per field, as the keys show it
 FEATURE_LEVELS = ("disagree", "partial", "fuzzy", "exact")  # per feature of the model
 # coarser field -> its group. The birth year stays a feature of its own: nested under the birth date, recall
 # fell (hard profile, full coverage, 0.900 -> 0.883), as its second count makes up for a u of the birth date
 # that the least squares over keys put several times too high.
-NESTED = {"first_phonetic": "first", "last_phonetic": "last"}
+NESTED = {"first_phonetic": "first", "last_phonetic": "last", "dob_partial": "dob"}
+OWN_FEATURES = ("birth_year",)  # coarser fields never nested
 # fields compared as one feature, a level per subset of them agreeing exactly: a household shares all three, a
 # move changes all three, so as independent fields they count a shared address several times and a move
 # three times. Formed only where all are present and no variant touches them.
@@ -107,7 +109,7 @@ class Scored:
 def _group(field: str) -> str:
     if field.startswith(("first", "last")):
         return field.split("_")[0]
-    if field in ("dob", "birth_year"):
+    if field in ("dob", "dob_partial", "birth_year"):
         return "dob"
     return "address" if field in ("house_number", "street", "street_name", "zip5") else field
 
@@ -133,8 +135,8 @@ def key_masks(keys: list[KeyInfo], fields: list[str]) -> dict[str, tuple[int, in
     for key in keys:
         fuzzy = fuzzy_fields(key)
         masks[key.name] = (
-            sum(bit[f] for f in key.fields if f not in fuzzy),
-            sum(bit[f] for f in key.fields if f in fuzzy),
+            sum(bit[f] for f in shown_fields(key) if f not in fuzzy),
+            sum(bit[f] for f in shown_fields(key) if f in fuzzy),
         )
     return masks
 
@@ -275,6 +277,10 @@ def implied_agreement(pairs: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
             agrees = (pl.col(column) & (1 << index[field])) != 0
             exact = pl.when(agrees).then(exact | bits).otherwise(exact)
             observed = pl.when(agrees).then(observed | bits).otherwise(observed)
+    if {"dob", "dob_partial", "birth_year"} <= index.keys():  # a partial date's level holds the year: unknown
+        partial_only = (pl.col("exact") & (1 << index["dob_partial"]) != 0) & (
+            (pl.col("exact") | pl.col("fuzzy")) & (1 << index["dob"]) == 0)
+        observed = pl.when(partial_only).then(observed & ~(1 << index["birth_year"])).otherwise(observed)
     return pairs.with_columns(exact.alias("exact"), observed.alias("observed")).with_columns(
         (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy")
     )
@@ -346,7 +352,8 @@ def features_of(fields: list[str], fuzzy: int = 0) -> list[Feature]:
     level, or stays a feature of its own when its group has no single such field; the fields of a COMPOUND
     are one feature when all are present and none is in `fuzzy` (a bitmask of fields variants touch)."""
     index = {f: i for i, f in enumerate(fields)}
-    mains = {g: [f for f in fields if _group(f) == g and f not in NESTED] for g in set(NESTED.values())}
+    mains = {g: [f for f in fields if _group(f) == g and f not in NESTED and f not in OWN_FEATURES]
+             for g in set(NESTED.values())}
     nested = {mains[g][0]: c for c, g in NESTED.items() if c in index and len(mains[g]) == 1}
     taken = set(nested.values())
     usable = {f for f in fields if not fuzzy >> index[f] & 1}
@@ -725,7 +732,7 @@ def score_partners(
     """Weights learned once over every partner's candidates; links (p_idx, ref_idx, rule,
     score, posterior) per partner."""
     keys = reference.manifest.keys
-    fields = sorted({f for k in keys for f in k.fields})
+    fields = sorted({f for k in keys for f in shown_fields(k)})
     n = len(fields)
     masks = key_masks(keys, fields)
     candidates = candidate_pairs(partners, reference, masks)
