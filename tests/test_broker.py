@@ -9,7 +9,7 @@ import pytest
 from cleanroom import create_identity, hash_file, load_identity, load_spec, new_key
 from cleanroom.audit import load_checkpoint, verify_log
 from cleanroom.broker.duplicates import list_persons
-from cleanroom.broker.engine import run_match
+from cleanroom.broker.engine import SHARED_CONTACT, run_match, through_contacts
 from cleanroom.broker.job import AUDIT_FILE, BrokerState, match_job, segment_job
 from cleanroom.broker.load import load_inputs
 from cleanroom.broker.releases import RELEASE_FILE, verify_release
@@ -210,13 +210,31 @@ def test_enrichment_reference_adds_attributes(world, tmp_path):
     assert tagged.height >= 500
 
 
+def test_rows_take_the_reference_row_of_their_person_through_a_shared_contact():
+    """A row without a link whose email or phone joins it to a linked person takes that person's reference
+    row; in scored mode not where its list already links that reference row (one to one)."""
+    rows = pl.DataFrame({
+        "partner": ["a", "b", "b", "b", "c"],
+        "ref_idx": [7, None, 7, None, None],
+        "rule": ["name_dob", None, "phone", None, None],
+        "person": [7, 7, 7, 9, 40],
+        "registered": [True, True, True, True, False],
+    }, schema_overrides={"ref_idx": pl.UInt32, "person": pl.UInt64})
+    cascade = through_contacts(rows, one_to_one=False)
+    assert cascade["ref_idx"].to_list() == [7, 7, 7, 9, None]
+    assert cascade["rule"].to_list() == ["name_dob", SHARED_CONTACT, "phone", SHARED_CONTACT, None]
+    scored = through_contacts(rows, one_to_one=True)
+    assert scored["ref_idx"].to_list() == [7, None, 7, 9, None] and scored.columns == rows.columns
+
+
 def test_score_mode_links_one_to_one_with_scores(world):
     """Each partner row once; a reference row once per person of a list (rows sharing an email or phone)."""
     refs, parts = bundles(world)
     inputs = load_inputs(refs, parts)
     outcome = run_match(inputs, mode="score")
     table = outcome.match_table()
-    assert table.height > 0 and table["score"].null_count() == 0
+    through = table["rule"] == SHARED_CONTACT
+    assert table.height > through.sum() > 0 and table.filter(~through)["score"].null_count() == 0
     assert table["partner_handle"].is_unique().all()
     persons = pl.concat([
         bundle.scan().select(pl.lit(bundle.name).alias("partner"), pl.col("handle").alias("partner_handle")).collect()

@@ -50,6 +50,7 @@ from cleanroom.broker.scoring import (
     random_agreement,
     row_posteriors,
     score_partners,
+    scored_fields,
     shown_agreement,
     subset_levels,
     threshold_for,
@@ -452,7 +453,7 @@ def _plain_candidates(partner, reference, masks):
 def test_candidate_pairs_equal_a_plain_join_per_key(scored_bundles):
     reference, partners = scored_bundles
     keys = reference.manifest.keys
-    masks = key_masks(keys, sorted({f for k in keys for f in k.fields}))
+    masks = key_masks(keys, scored_fields(keys))
     found = candidate_pairs(partners, reference, masks)
     for partner in partners:
         expected = _plain_candidates(partner, reference, masks)
@@ -469,7 +470,7 @@ def test_a_row_listing_a_token_twice_holds_it_once(scored_bundles, tmp_path):
     """Holders count rows, not list entries: repeating a token inside a row changes nothing."""
     reference, partners = scored_bundles
     keys = reference.manifest.keys
-    masks = key_masks(keys, sorted({f for k in keys for f in k.fields}))
+    masks = key_masks(keys, scored_fields(keys))
     key = "c3_first_canon_last_dob"
     tokens = pl.read_parquet(reference.path / "tokens.parquet")
     doubled = tokens.with_columns(pl.col(key).list.concat(pl.col(key)))

@@ -202,8 +202,8 @@ def validate_campaign(campaign: Campaign, record: JobRecord) -> None:
 def targeted_rows(rows: pl.DataFrame, campaign: Campaign, record: JobRecord) -> pl.DataFrame:
     """The participating partners' rows of every person the campaign targets.
 
-    A person is targeted when any of their rows passes the target filter (a
-    row linked to a voter by email or phone carries no attributes itself).
+    A person is targeted when any of their rows passes the target filter (their
+    rows in several lists are one person through a shared email or phone).
     """
     expr = segment_filter(campaign.target, record.attributes, record.allowed_attributes)
     if campaign.include_unregistered:

@@ -1,4 +1,5 @@
-"""Run a match job's joins: cascade per partner and reference, then persons.
+"""Run a match job's joins: cascade (or scoring) per partner and reference, then persons, whose
+reference row a row without a link of its own takes through a shared email or phone.
 
 The result (`MatchOutcome.rows`) is the broker's internal match table: handles,
 rules, person ids and reference attributes. It never leaves the broker as is;
@@ -18,6 +19,8 @@ from cleanroom.broker.persons import resolve_persons
 from cleanroom.broker.scoring import score_partners
 from cleanroom.errors import SpecError, VerificationError
 
+SHARED_CONTACT = "shared_contact"  # the rule of a row linked through its person (a shared email or phone)
+
 
 @dataclass
 class MatchOutcome:
@@ -29,7 +32,7 @@ class MatchOutcome:
     ambiguous: dict[str, int]  # key -> ambiguous reference token values
     partners: list[str]
     reprotected: dict[str, AttributeProtection]  # references whose attributes were coarsened on load
-    key_order: list[str]  # the spec's keys, cascade priority
+    key_order: list[str]  # the spec's keys in cascade priority, then SHARED_CONTACT
 
     def match_table(self) -> pl.DataFrame:
         """Partner, partner handle, reference handle, rule, score: the evaluation view."""
@@ -107,20 +110,44 @@ def run_match(
             rows = rows.with_columns(pl.lit(None, pl.Float64).alias("score"))
         frames.append(rows.with_columns(pl.lit(partner.name).alias("partner")))
     rows = pl.concat(frames, how="diagonal_relaxed")
-    rows = _attach(rows, primary_attrs.drop("ref_idx").rename({"handle": "ref_handle"}), "ref_idx")
-    for i, attrs in enumerate(extra_attrs):
-        rows = _attach(rows, attrs.drop("ref_idx"), f"x{i}_idx")
     reference_rows = primary_attrs.height
     persons = resolve_persons(
         rows.select("partner", "p_idx", "ref_idx"),
         {p.name: p for p in inputs.partners},
         reference_rows,
     )
-    rows = rows.with_columns(persons, (persons < reference_rows).alias("registered")).select(
+    rows = through_contacts(rows.with_columns(persons, (persons < reference_rows).alias("registered")),
+                            one_to_one=mode == "score")
+    rows = _attach(rows, primary_attrs.drop("ref_idx").rename({"handle": "ref_handle"}), "ref_idx")
+    for i, attrs in enumerate(extra_attrs):
+        rows = _attach(rows, attrs.drop("ref_idx"), f"x{i}_idx")
+    rows = rows.select(
         "partner", "handle", "has_token", "rule", "score", "ref_handle", "person", "registered",
         *attribute_names,
     )
     reprotected = {name: p for name, (_, p) in protected.items() if p is not None}
     return MatchOutcome(
-        rows, attribute_names, key_stats, ambiguous, [p.name for p in inputs.partners], reprotected, keys
+        rows, attribute_names, key_stats, ambiguous, [p.name for p in inputs.partners], reprotected,
+        [*keys, SHARED_CONTACT],
     )
+
+
+def through_contacts(rows: pl.DataFrame, *, one_to_one: bool) -> pl.DataFrame:
+    """Rows without a link of their own whose person is a reference row take it, as rule SHARED_CONTACT.
+
+    Such a row shares an email or phone token with rows linked to that reference
+    row (person resolution), so it is the same person: listed with fewer or
+    damaged fields. `one_to_one` (scored mode) keeps each reference row to one
+    list person per partner: a row does not take a reference row its list links already.
+    """
+    take = pl.col("ref_idx").is_null() & pl.col("registered")
+    rows = rows.with_columns(pl.col("person").cast(rows.schema["ref_idx"]).alias("_person"))
+    if one_to_one:
+        taken = rows.filter(pl.col("ref_idx").is_not_null()).select("partner", pl.col("ref_idx").alias("_person"))
+        rows = rows.join(taken.unique().with_columns(pl.lit(True).alias("_taken")), on=["partner", "_person"],
+                         how="left", maintain_order="left")
+        take = take & pl.col("_taken").is_null()
+    return rows.with_columns(
+        pl.when(take).then(pl.col("_person")).otherwise(pl.col("ref_idx")).alias("ref_idx"),
+        pl.when(take).then(pl.lit(SHARED_CONTACT)).otherwise(pl.col("rule")).alias("rule"),
+    ).drop("_person", "_taken", strict=False)

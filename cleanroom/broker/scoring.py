@@ -128,6 +128,11 @@ def fuzzy_fields(key: KeyInfo) -> set[str]:
     return touched
 
 
+def scored_fields(keys: list[KeyInfo]) -> list[str]:
+    """The fields the keys show agreement on (`shown_fields`), sorted: the model's bits."""
+    return sorted({f for k in keys for f in shown_fields(k)})
+
+
 def key_masks(keys: list[KeyInfo], fields: list[str]) -> dict[str, tuple[int, int]]:
     """Per key: (bits of fields it shows exactly, bits of fields it shows fuzzily)."""
     bit = {f: 1 << i for i, f in enumerate(fields)}
@@ -732,7 +737,7 @@ def score_partners(
     """Weights learned once over every partner's candidates; links (p_idx, ref_idx, rule,
     score, posterior) per partner."""
     keys = reference.manifest.keys
-    fields = sorted({f for k in keys for f in shown_fields(k)})
+    fields = scored_fields(keys)
     n = len(fields)
     masks = key_masks(keys, fields)
     candidates = candidate_pairs(partners, reference, masks)
