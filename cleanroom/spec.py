@@ -46,8 +46,9 @@ VARIANTS = ("swap_names", "dob_dm_swap", PARTIAL_DOB, "deletions")
 swap_names (first and last name exchanged), dob_dm_swap (day and month
 exchanged), dob_partial (the birth date with its day, its month or its year
 unknown: one wrong part; not with dob_dm_swap in one key, so that the scorer
-can tell the two apart), deletions:<field> (every single-character deletion of one field,
-so two values within one insert, delete, substitute or transpose share a token)."""
+can tell the two apart), deletions:<field> (every single-character deletion
+of one field, so two values within one insert, delete, substitute or
+transpose share a token)."""
 
 VARIANT_FIELDS = {"street_name": "street"}
 """Derived fields that are error-tolerant variants of another field, used in keys

@@ -59,6 +59,7 @@ from cleanroom.bundle import KeyInfo, verify_bundle
 from cleanroom.evaluate import evaluate
 from cleanroom.hashing import HashPlan
 from cleanroom.spec import KeySet, MatchKey, MatchSpec
+from cleanroom.tokens import FORMAT_VERSION, token
 from cleanroom.variants import shown_fields
 from cleanroom.synth import generate_partners, generate_voters, write_frame
 
@@ -375,6 +376,18 @@ def test_partial_dates_meet_when_two_of_their_three_parts_agree(year, month, day
     tokens, _, _ = hash_frame(pl.DataFrame({"dob": [a.isoformat(), b.isoformat()]}), KEY, spec)
     first, second = (set(t) for t in tokens["k"].to_list())
     assert len(first & second) == (4 if all(same) else sum(x and y for x, y in itertools.combinations(same, 2)))
+
+
+def test_birth_date_variants_hash_these_values():
+    """Golden: the values behind the birth-date variant tokens, which partners hashing with different
+    versions must agree on."""
+    spec = MatchSpec(keys=[{"name": "p", "fields": ["dob"], "variants": ["dob_partial"]},
+                           {"name": "s", "fields": ["dob"], "variants": ["dob_dm_swap"]}])
+    tokens, _, _ = hash_frame(pl.DataFrame({"dob": ["07/09/1984"]}), KEY, spec)
+    for name, values in {"p": ["1984-07-09", "1984-07-00", "1984-00-09", "0000-07-09"],
+                         "s": ["1984-07-09", "1984-09-07"]}.items():
+        subkey = KEY.subkey(name, FORMAT_VERSION)
+        assert set(tokens[name].to_list()[0]) == {token([v], subkey) for v in values}
 
 
 def test_a_partial_birth_date_is_its_own_field_nested_under_the_date():

@@ -10,6 +10,8 @@ holds a field the pair disagrees on).
 The model compares features, not fields: a name's phonetic code is nested
 under the name as a partial level (disagree < phonetic code only < fuzzy <
 exact), so a name agreeing exactly counts once, not again through its code;
+likewise a birth date agreeing on two of its three parts (keys with the
+dob_partial variant show the field `dob_partial`) is the date's partial level;
 the address (zip, house number, street) is one feature with a level per subset
 of its fields agreeing, as households share and moves change them together;
 where keys hold the street name without suffix and directionals, it is a fourth
