@@ -37,7 +37,7 @@ from cleanroom.keys.identity import Identity
 from cleanroom.keys.secret import ConsortiumKey
 from cleanroom.spec import MatchSpec
 from cleanroom.tokens import PACKED, combinations, random_handles, subkeys, token_list, unpacked
-from cleanroom.variants import swapped_sources, variant_sources
+from cleanroom.variants import name_readings, variant_sources
 
 VAULT_FILE = "vault.parquet"
 BATCH_ROWS = 500_000
@@ -130,7 +130,7 @@ class HashPlan:
                     derived[name] = expr
                     sources.setdefault(field, []).append(name)
                     primaries.setdefault(column, name)
-        swapped = swapped_sources(spec, columns, used, derived)
+        names = name_readings(spec, columns, used, derived)
         columns = {column: columns[column] for column in primaries}
         secret_subkeys = subkeys(key, [k.name for k in spec.all_keys])
         variants = _SharedColumns("__v")
@@ -138,7 +138,7 @@ class HashPlan:
         for match_key in spec.all_keys:
             combos = [
                 combo
-                for alternatives in variant_sources(match_key, sources, swapped)
+                for alternatives in variant_sources(match_key, sources, names)
                 for combo in combinations([[variants.column(e) for e in field] for field in alternatives])
             ]
             tokens[match_key.name] = (

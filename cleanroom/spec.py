@@ -41,9 +41,10 @@ _COLUMN_ALIASES = {
 
 
 PARTIAL_DOB = "dob_partial"
-VARIANTS = ("swap_names", "dob_dm_swap", PARTIAL_DOB, "deletions")
+VARIANTS = ("swap_names", "email_names", "dob_dm_swap", PARTIAL_DOB, "deletions")
 """Error-tolerant variants a key may add as extra tokens of the same key:
-swap_names (first and last name exchanged), dob_dm_swap (day and month
+swap_names (first and last name exchanged), email_names (the names an email
+address spells as first.last or first_last), dob_dm_swap (day and month
 exchanged), dob_partial (the birth date with its day, its month or its year
 unknown: one wrong part; not with dob_dm_swap in one key, so that the scorer
 can tell the two apart), deletions:<field> (every single-character deletion
@@ -105,7 +106,7 @@ class KeySet(BaseModel):
             applicable = [
                 v for v in self.variants
                 if (v.partition(":")[2] or "") in ("", *combo)
-                and not (v == "swap_names" and not _has_name(combo))
+                and not (v in ("swap_names", "email_names") and not _has_name(combo))
                 and not (v in ("dob_dm_swap", PARTIAL_DOB) and "dob" not in combo)
             ]
             keys.append(MatchKey(name=f"{self.name}_{'_'.join(combo)}"[:63], fields=list(combo), variants=applicable))

@@ -1,6 +1,7 @@
 """Error-tolerant variants of a match key, each an exact keyed token of its own.
 
-A key may add tokens for: first and last name exchanged (swap_names), day and
+A key may add tokens for: first and last name exchanged (swap_names), the names
+an email address spells (email_names: maria.garcia@... reads as Maria Garcia), day and
 month exchanged (dob_dm_swap), the birth date with one of its parts unknown
 (dob_partial: a date with a wrong day, month or year still meets the true one;
 the scorer reads such a key as showing `dob_partial`, not the birth date), and
@@ -25,26 +26,45 @@ from cleanroom.spec import PARTIAL_DOB, MatchKey, MatchSpec
 MAX_DELETIONS = 12  # deletion variants cover the first 12 characters of a value
 
 
-def swapped_sources(
+def name_readings(
     spec: MatchSpec, columns: dict[str, str], used: set[str], derived: dict[str, pl.Expr]
-) -> dict[str, list[str]]:
-    """Name fields derived with first and last name columns exchanged (for swap_names).
+) -> dict[str, dict[str, list[str]]]:
+    """Other readings of a row's names, per variant that asks for one: swap_names (first and last name
+    columns exchanged), email_names (the names an email address spells as first.last or first_last).
 
-    Their expressions are added to `derived`; returns field -> derived column names.
+    Their expressions are added to `derived`; returns variant -> field -> derived column names.
     """
-    if not any("swap_names" in k.variants for k in spec.all_keys):
-        return {}
-    exchange = {"first_name": "last_name", "last_name": "first_name"}
-    swapped: dict[str, list[str]] = {}
+    wanted = {v for k in spec.all_keys for v in k.variants}
+    readings: dict[str, dict[str, list[str]]] = {}
     for i, (column, field_type) in enumerate(columns.items()):
-        if field_type not in exchange:
-            continue
-        for field, expr in normalize.derive(exchange[field_type], pl.col(column)).items():
-            if field in used:
-                name = f"__s{i}:{field}"
-                derived[name] = expr
-                swapped.setdefault(field, []).append(name)
-    return swapped
+        if "swap_names" in wanted and field_type in _EXCHANGE:
+            _add(readings.setdefault("swap_names", {}), f"__s{i}",
+                 normalize.derive(_EXCHANGE[field_type], pl.col(column)), used, derived)
+        if "email_names" in wanted and field_type == "email":
+            first, last = _email_names(pl.col(column))
+            for j, (name_type, expr) in enumerate((("first_name", first), ("last_name", last))):
+                _add(readings.setdefault("email_names", {}), f"__m{i}.{j}", normalize.derive(name_type, expr),
+                     used, derived)
+    return readings
+
+
+_EXCHANGE = {"first_name": "last_name", "last_name": "first_name"}
+
+
+def _add(reading: dict[str, list[str]], prefix: str, produced: dict[str, pl.Expr], used: set[str],
+         derived: dict[str, pl.Expr]) -> None:
+    for field, expr in produced.items():
+        if field in used:
+            derived[f"{prefix}:{field}"] = expr
+            reading.setdefault(field, []).append(f"{prefix}:{field}")
+
+
+def _email_names(email: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """First and last name spelt by an address's local part as first.last, first_last or first-last
+    (digits dropped); null for any other shape."""
+    local = email.cast(pl.String).str.to_lowercase().str.extract(r"([a-z0-9._-]+)@", 1).str.replace_all("[0-9]", "")
+    parts = local.str.extract_groups(r"^([a-z]{2,})[._-]([a-z]{2,})$")
+    return parts.struct.field("1"), parts.struct.field("2")
 
 
 def _deletions(value: pl.Expr) -> list[pl.Expr]:
@@ -56,13 +76,12 @@ def _deletions(value: pl.Expr) -> list[pl.Expr]:
 
 
 def variant_sources(
-    key: MatchKey, sources: dict[str, list[str]], swapped: dict[str, list[str]]
+    key: MatchKey, sources: dict[str, list[str]], names: dict[str, dict[str, list[str]]]
 ) -> list[list[list[pl.Expr]]]:
-    """For each way of reading the row (as given; names swapped), the alternatives per field."""
+    """For each way of reading the row (as given; the other `name_readings` its variants ask for), the
+    alternatives per field."""
     deletion_field = next((v.split(":")[1] for v in key.variants if v.startswith("deletions:")), None)
-    readings = [sources]
-    if "swap_names" in key.variants:
-        readings.append({**sources, **swapped})
+    readings = [sources] + [{**sources, **names[v]} for v in key.variants if v in names]
     result = []
     for reading in readings:
         per_field = []

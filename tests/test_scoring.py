@@ -378,6 +378,24 @@ def test_partial_dates_meet_when_two_of_their_three_parts_agree(year, month, day
     assert len(first & second) == (4 if all(same) else sum(x and y for x, y in itertools.combinations(same, 2)))
 
 
+def test_email_names_meet_the_names_the_address_spells():
+    """A row whose name fields are damaged meets the voter through the names its email spells; other
+    address shapes (an initial, no separator) add no token, and a key without the variant ignores the email."""
+    spec = MatchSpec(keys=[{"name": "k", "fields": ["first_canon", "last", "zip5"], "variants": ["email_names"]},
+                           {"name": "plain", "fields": ["first_canon", "last", "zip5"]}])
+    clean = pl.DataFrame({"first_name": ["Maria"], "last_name": ["Garcia"], "zip": ["27601"], "email": [None]},
+                         schema_overrides={"email": pl.String})
+    noisy = pl.DataFrame({"first_name": ["Mraia", "Mraia", "Mraia"], "last_name": ["Gracia"] * 3,
+                          "zip": ["27601"] * 3,
+                          "email": ["Maria.Garcia84@example.org", "mgarcia@example.org", "mariagarcia@example.org"]})
+    a, _, _ = hash_frame(clean, KEY, spec)
+    b, _, _ = hash_frame(noisy, KEY, spec)
+    want = set(a["k"].to_list()[0])
+    assert [len(set(t)) for t in b["k"].to_list()].count(2) == 1  # only first.last spells names
+    assert sum(bool(set(t) & want) for t in b["k"].to_list()) == 1
+    assert not any(set(t) & set(a["plain"].to_list()[0]) for t in b["plain"].to_list())
+
+
 def test_birth_date_variants_hash_these_values():
     """Golden: the values behind the birth-date variant tokens, which partners hashing with different
     versions must agree on."""
@@ -414,10 +432,11 @@ def test_a_partial_birth_date_is_its_own_field_nested_under_the_date():
         MatchKey(name="k", fields=["dob"], variants=["dob_partial", "dob_dm_swap"])
 
 
-def test_default_spec_uses_swap_variants_only():
-    """The default keeps precision: swapped names and day/month, no deletion neighbourhoods."""
+def test_default_spec_uses_precise_variants_only():
+    """The default keeps precision: swapped names, names from the email, day/month; no deletion
+    neighbourhoods or partial dates."""
     variants = {v for k in load_spec().all_keys for v in k.variants}
-    assert variants == {"swap_names", "dob_dm_swap"}
+    assert variants == {"swap_names", "email_names", "dob_dm_swap"}
 
 
 @pytest.fixture(scope="module")

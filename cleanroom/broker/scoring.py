@@ -123,7 +123,7 @@ def fuzzy_fields(key: KeyInfo) -> set[str]:
         kind, _, field = variant.partition(":")
         if kind == "deletions":
             touched.add(field)
-        elif kind == "swap_names":
+        elif kind in ("swap_names", "email_names"):
             touched |= {f for f in key.fields if f.startswith(("first", "last"))}
         elif kind == "dob_dm_swap":
             touched |= {f for f in key.fields if f == "dob"}
