@@ -1,11 +1,11 @@
 """Error-tolerant variants of a match key, each an exact keyed token of its own.
 
-A key may add tokens for: first and last name exchanged (swap_names), the names
-an email address spells (email_names: maria.garcia@... reads as Maria Garcia), day and
-month exchanged (dob_dm_swap), the birth date with one of its parts unknown
-(dob_partial: a date with a wrong day, month or year still meets the true one;
-the scorer reads such a key as showing `dob_partial`, not the birth date), and
-every single-character deletion of one field
+A key may add tokens for: first and last name exchanged (swap_names), the
+names an email address spells (email_names: maria.garcia@... reads as Maria
+Garcia), day and month exchanged (dob_dm_swap), the birth date with one of its
+parts unknown (dob_partial: a date with a wrong day, month or year still meets
+the true one; the scorer reads such a key as showing `dob_partial`, not the
+birth date), and every single-character deletion of one field
 (deletions:<field>; two values within one insert, delete, substitute or
 transpose share a deletion). The broker explodes a row's tokens for a key, so
 any variant that meets the other side's tokens is a hit.
@@ -24,6 +24,7 @@ from cleanroom.bundle import KeyInfo
 from cleanroom.spec import PARTIAL_DOB, MatchKey, MatchSpec
 
 MAX_DELETIONS = 12  # deletion variants cover the first 12 characters of a value
+_EXCHANGE = {"first_name": "last_name", "last_name": "first_name"}
 
 
 def name_readings(
@@ -47,8 +48,6 @@ def name_readings(
                      used, derived)
     return readings
 
-
-_EXCHANGE = {"first_name": "last_name", "last_name": "first_name"}
 
 
 def _add(reading: dict[str, list[str]], prefix: str, produced: dict[str, pl.Expr], used: set[str],
