@@ -206,7 +206,7 @@ def overlap_matrix(report: ReportSource, *, share: bool = False) -> pl.DataFrame
     A's persons who are also on list B. Null means suppressed.
     """
     report = load(report)
-    counts = dict(table(report, "overlap_pairs").select("lists", "count").iter_rows())
+    counts = _pair_counts(report)
     labels = pair_labels(report.partners)
     both = {(a, b): counts[labels[(a, b) if (a, b) in labels else (b, a)]]
             for a in report.partners for b in report.partners}
@@ -214,6 +214,11 @@ def overlap_matrix(report: ReportSource, *, share: bool = False) -> pl.DataFrame
                            for b in report.partners}} for a in report.partners]
     return pl.DataFrame(rows, schema={"list": pl.String, **{
         b: pl.Float64 if share else pl.Int64 for b in report.partners}})
+
+
+def _pair_counts(report: Report) -> dict[str, int | None]:
+    """The overlap_pairs counts by label (a list's own name: persons on it)."""
+    return dict(table(report, "overlap_pairs").select("lists", "count").iter_rows())
 
 
 def _share(count: int | None, size: int | None) -> float | None:
@@ -386,7 +391,7 @@ def plot_upset(report: ReportSource, *, sort: str = "size", max_bars: int = 40, 
     order = [size_key.is_null(), pl.col("degree"), -size_key] if sort == "degree" else [-size_key, pl.col("degree")]
     frame = frame.sort(order).head(max_bars)
     names = report.partners
-    counts = dict(table(report, "overlap_pairs").select("lists", "count").iter_rows())
+    counts = _pair_counts(report)
     sizes = {name: counts[name] for name in names}
 
     n_bars, n_sets = frame.height, len(names)

@@ -41,7 +41,9 @@ _COLUMN_ALIASES = {
 
 
 PARTIAL_DOB = "dob_partial"
-VARIANTS = ("swap_names", "email_names", "dob_dm_swap", PARTIAL_DOB, "deletions")
+NAME_VARIANTS = ("swap_names", "email_names")  # other readings of the name fields
+DOB_VARIANTS = ("dob_dm_swap", PARTIAL_DOB)
+VARIANTS = (*NAME_VARIANTS, *DOB_VARIANTS, "deletions")
 """Error-tolerant variants a key may add as extra tokens of the same key:
 swap_names (first and last name exchanged), email_names (the names an email
 address spells as first.last or first_last), dob_dm_swap (day and month
@@ -106,8 +108,8 @@ class KeySet(BaseModel):
             applicable = [
                 v for v in self.variants
                 if (v.partition(":")[2] or "") in ("", *combo)
-                and not (v in ("swap_names", "email_names") and not _has_name(combo))
-                and not (v in ("dob_dm_swap", PARTIAL_DOB) and "dob" not in combo)
+                and not (v in NAME_VARIANTS and not _has_name(combo))
+                and not (v in DOB_VARIANTS and "dob" not in combo)
             ]
             keys.append(MatchKey(name=f"{self.name}_{'_'.join(combo)}"[:63], fields=list(combo), variants=applicable))
         return keys

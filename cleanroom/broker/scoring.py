@@ -50,6 +50,7 @@ import polars as pl
 from cleanroom.broker.duplicates import list_persons
 from cleanroom.broker.load import LoadedBundle
 from cleanroom.bundle import KeyInfo
+from cleanroom.spec import NAME_VARIANTS
 from cleanroom.variants import shown_fields
 
 MAX_HOLDERS = 20  # tokens held by more reference rows than this make no candidates
@@ -61,6 +62,9 @@ ANCHORS = {"first": "first_canon", "last": "last", "dob": "dob", "address": "str
 # code is of the name as written, first_canon of its nickname group.
 IMPLIED = {"dob": ("birth_year", "dob_partial"), "last": ("last_phonetic",), "street": ("street_name",)}
 IMPLIED_BY_FUZZY = {"dob": ("birth_year",)}  # a fuzzy birth date (day and month swapped) keeps the year
+# partial level -> (its field, a coarser field the partial level holds): where only the partial level agrees, the
+# coarser field is unknown for the pair (a date agreeing on two of its parts is not counted again by its year)
+HELD_BY_PARTIAL = {"dob_partial": ("dob", "birth_year")}
 LEVELS = ("disagree", "fuzzy", "exact")  # per field, as the keys show it
 FEATURE_LEVELS = ("disagree", "partial", "fuzzy", "exact")  # per feature of the model
 # coarser field -> its group. The birth year stays a feature of its own: nested under the birth date, recall
@@ -123,7 +127,7 @@ def fuzzy_fields(key: KeyInfo) -> set[str]:
         kind, _, field = variant.partition(":")
         if kind == "deletions":
             touched.add(field)
-        elif kind in ("swap_names", "email_names"):
+        elif kind in NAME_VARIANTS:
             touched |= {f for f in key.fields if f.startswith(("first", "last"))}
         elif kind == "dob_dm_swap":
             touched |= {f for f in key.fields if f == "dob"}
@@ -284,10 +288,11 @@ def implied_agreement(pairs: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
             agrees = (pl.col(column) & (1 << index[field])) != 0
             exact = pl.when(agrees).then(exact | bits).otherwise(exact)
             observed = pl.when(agrees).then(observed | bits).otherwise(observed)
-    if {"dob", "dob_partial", "birth_year"} <= index.keys():  # a partial date's level holds the year: unknown
-        partial_only = (pl.col("exact") & (1 << index["dob_partial"]) != 0) & (
-            (pl.col("exact") | pl.col("fuzzy")) & (1 << index["dob"]) == 0)
-        observed = pl.when(partial_only).then(observed & ~(1 << index["birth_year"])).otherwise(observed)
+    for partial, (field, held) in HELD_BY_PARTIAL.items():
+        if {partial, field, held} <= index.keys():
+            partial_only = (pl.col("exact") & (1 << index[partial]) != 0) & (
+                (pl.col("exact") | pl.col("fuzzy")) & (1 << index[field]) == 0)
+            observed = pl.when(partial_only).then(observed & ~(1 << index[held])).otherwise(observed)
     return pairs.with_columns(exact.alias("exact"), observed.alias("observed")).with_columns(
         (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy")
     )
