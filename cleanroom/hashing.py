@@ -16,7 +16,8 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,8 @@ class HashPlan:
     derived: dict[str, pl.Expr]
     variants: dict[str, pl.Expr]  # computed from `derived`, once for every key that uses them
     tokens: dict[str, pl.Expr]
+    sources: dict[str, list[str]]  # derived field -> the `derived` columns giving it
+    gates: dict[str, pl.Expr] = dataclass_field(default_factory=dict)  # key -> rows that may carry its tokens
 
     @classmethod
     def build(
@@ -146,7 +149,29 @@ class HashPlan:
                 if combos
                 else pl.lit(None, dtype=pl.List(PACKED))
             )
-        return cls(spec, columns, primaries, attributes, id_column, derived, variants.exprs, tokens)
+        return cls(spec, columns, primaries, attributes, id_column, derived, variants.exprs, tokens, sources)
+
+    def with_rare_value_gates(self, source: pl.LazyFrame, rows: int) -> HashPlan:
+        """The plan with a gate per key with `max_expected_holders`, from the value counts of its fields over
+        the whole input (`rows` rows): a row keeps the key's tokens when rows times the product of its
+        values' shares is at most the bar. A field given by several columns is counted on the first."""
+        keys = [k for k in self.spec.all_keys
+                if k.max_expected_holders is not None and all(f in self.sources for f in k.fields)]
+        columns = sorted({self.sources[f][0] for k in keys for f in k.fields})
+        if not columns:
+            return self
+        values = source.select(**{c: self.derived[c] for c in columns}).collect()
+        shares = {}
+        for c in columns:
+            counts = values.get_column(c).drop_nulls().value_counts(name="n")
+            shares[c] = pl.col(c).replace_strict(counts.get_column(c), counts.get_column("n") / rows, default=None)
+        gates = {}
+        for k in keys:
+            expected = pl.lit(float(rows))
+            for f in k.fields:
+                expected = expected * shares[self.sources[f][0]]
+            gates[k.name] = expected.fill_null(0.0) <= k.max_expected_holders  # null: the row has no token anyway
+        return replace(self, gates=gates)
 
     def input_columns(self) -> list[str]:
         """The input columns a run reads (others are not even decoded)."""
@@ -166,8 +191,13 @@ class HashPlan:
         """Tokens, vault and counts of one batch, its rows taking `handles` in order."""
         work = batch.rechunk().with_columns(handles, **self.derived).with_columns(**self.variants)
         tokens = work.select(
-            "handle", *[e.alias(k) for k, e in self.tokens.items()], *self.attribute_exprs()
+            "handle", *[e.alias(k) for k, e in self.tokens.items()], *self.attribute_exprs(),
+            *[gate.alias(f"__gate:{k}") for k, gate in self.gates.items()],
         )
+        if self.gates:
+            tokens = tokens.with_columns(
+                pl.when(f"__gate:{k}").then(pl.col(k)).alias(k) for k in self.gates
+            ).drop(f"__gate:{k}" for k in self.gates)
         vault = work.select(
             "handle",
             pl.col(ROW).cast(pl.UInt64).alias("row"),
@@ -241,6 +271,7 @@ def hash_frame(
     df = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
     df = df.with_row_index(ROW, offset=1)
     plan = HashPlan.build(spec, key, df.columns, attributes=attributes, id_column=id_column)
+    plan = plan.with_rare_value_gates(df.lazy(), df.height)
     order, handles = _sorted_handles(df.height)
     tokens, vault, summary = plan.run(df[order], pl.Series("handle", handles, dtype=PACKED))
     _require_tokens(summary)
@@ -278,6 +309,10 @@ def hash_file(
         spec, key, lf.collect_schema().names(), attributes=attributes, id_column=id_column
     )
     total = _count_rows(lf, Path(input_path).name)
+    try:
+        plan = plan.with_rare_value_gates(lf, total)
+    except pl.exceptions.PolarsError:
+        raise InputError(f"{Path(input_path).name}: a value could not be normalized (an unexpected value type?)") from None
     names = list(plan.attributes)
     protection = None
     if names:

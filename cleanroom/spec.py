@@ -69,6 +69,11 @@ class MatchKey(BaseModel):
     name: Name
     fields: list[Name] = Field(min_length=1)
     variants: list[str] = Field(default_factory=list)
+    max_expected_holders: float | None = Field(None, gt=0)
+    """Rare values only: a bundle carries the key's tokens on a row only when the rows of that bundle expected
+    to share the row's values (its row count times the product of each value's share of its rows, the fields
+    taken as independent) are at most this many. A key of names alone then links only rare names, which an
+    unregistered namesake seldom shares, and no bundle shows the frequent values a frequency count could read."""
 
     @model_validator(mode="after")
     def _check_variants(self) -> MatchKey:
@@ -171,7 +176,8 @@ class MatchSpec(BaseModel):
         body = {
             "default_region": self.default_region,
             "generic_fields": sorted(self.generic_fields),
-            "keys": [key.model_dump() for key in self.all_keys],
+            # without exclude_none a key without max_expected_holders would hash differently than before it existed
+            "keys": [key.model_dump(exclude_none=True) for key in self.all_keys],
             "normalizers": normalize.versions(),
         }
         return blake3.blake3(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -389,3 +389,52 @@ def test_signed_bundle_with_bad_contents_is_refused(message, damage, tmp_path, c
     sign_manifest(tmp_path / "b", manifest.model_copy(update={"tokens_digest": file_digest(tokens)}), identity)
     with pytest.raises(VerificationError, match=message):
         verify_bundle(tmp_path / "b")
+
+
+FIRSTS, LASTS = ["Ann", "Bo", "Cy", "Di"], ["Ng", "Oz", "Poe"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(st.tuples(st.sampled_from(FIRSTS), st.sampled_from(LASTS)), min_size=1, max_size=30),
+       bar=st.sampled_from([0.05, 0.3, 1.0, 2.5]))
+def test_rare_value_gate_keeps_exactly_the_rows_expected_to_be_rare(names, bar, key_file):
+    """A row keeps a gated key's tokens iff rows * share(first) * share(last) <= the bar; other keys keep all."""
+    from cleanroom.spec import MatchSpec
+
+    frame = pl.DataFrame(names, schema=["first_name", "last_name"], orient="row")
+    key = load_key(key_file)
+    last = {"name": "last", "fields": ["last"]}  # a bundle needs some token
+    spec = MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": bar}, last])
+    ungated = MatchSpec(keys=[{"name": "names", "fields": ["first", "last"]}, last])
+    by_row = [hash_frame(frame, key, s)[:2] for s in (spec, ungated)]
+    gated, plain = (tokens.join(vault, on="handle").sort("row")["names"] for tokens, vault in by_row)
+    n = len(names)
+    firsts, lasts = [f for f, _ in names], [last for _, last in names]
+    rare = [n * (firsts.count(f) / n) * (lasts.count(last) / n) <= bar for f, last in names]
+    assert gated.is_not_null().to_list() == rare
+    assert plain.is_not_null().all()
+    assert gated.filter(rare).to_list() == plain.filter(rare).to_list()  # the gate removes tokens, never changes them
+
+
+def test_rare_value_gate_counts_the_whole_file_not_a_batch(tmp_path, key_file, identity, monkeypatch):
+    """hash_file counts values over every row before its batches: spilled or whole, the same rows are gated."""
+    import cleanroom.hashing as hashing
+    from cleanroom import hash_file
+    from cleanroom.spec import MatchSpec
+
+    monkeypatch.setattr(hashing, "BATCH_ROWS", 300)
+    monkeypatch.setattr(hashing, "BUCKET_ROWS", 500)
+    monkeypatch.setattr(hashing, "IN_MEMORY_BYTES", 0)
+    n = 1200  # five first names, "Smith" on 900 rows: 240 * 900 / 1200 = 180 expected holders in the file, 45 in a batch
+    unique_lasts = ["".join(chr(97 + i // 26**d % 26) for d in range(3)).title() for i in range(n)]
+    frame = pl.DataFrame({"first_name": [FIRSTS[i % 4] if i % 5 else "Ed" for i in range(n)],
+                          "last_name": [unique_lasts[i] if i % 4 == 0 else "Smith" for i in range(n)]})
+    frame.write_csv(tmp_path / "l.csv")
+    spec = MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": 100}])
+    manifest, _ = hash_file(tmp_path / "l.csv", tmp_path / "b", tmp_path / "v", key=load_key(key_file),
+                            identity=identity, spec=spec, reference=True)
+    tokens = pl.read_parquet(tmp_path / "b" / "tokens.parquet")
+    rows = tokens.join(pl.read_parquet(tmp_path / "v" / "vault.parquet"), on="handle").sort("row")
+    assert rows["names"].is_not_null().to_list() == [i % 4 == 0 for i in range(n)]
+    assert manifest.keys[0].non_null == n // 4
+    verify_bundle(tmp_path / "b")

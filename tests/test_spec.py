@@ -64,3 +64,15 @@ def test_street_name_is_a_field_and_key_sets_do_not_pair_it_with_the_street():
     keys = KeySet(name="a", fields=["last", "zip5", "street", "street_name"], choose=2).expand()
     assert [k.fields for k in keys] == [["last", "zip5"], ["last", "street"], ["last", "street_name"],
                                         ["zip5", "street"], ["zip5", "street_name"]]
+
+
+def test_rare_value_bar_is_positive_and_part_of_the_digest():
+    from cleanroom.spec import MatchSpec
+
+    plain = MatchSpec(keys=[{"name": "names", "fields": ["first", "last"]}])
+    gated = MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": 0.5}])
+    assert plain.digest() != gated.digest()
+    assert plain.digest() == MatchSpec(keys=[{"name": "names", "fields": ["first", "last"],
+                                              "max_expected_holders": None}]).digest()
+    with pytest.raises(ValueError, match="greater than 0"):
+        MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": 0}])
