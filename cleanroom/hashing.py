@@ -46,6 +46,10 @@ BUCKET_ROWS = 1_000_000
 IN_MEMORY_BYTES = 256 * 2**20  # an input whose used columns take at most this much is read whole at any row count
 DEFAULT_K = 10
 _READ_AHEAD = 2  # buckets prepared while one is written
+PARTNER_MIN_BAR = 1.0
+"""A partner list drops a gated key's tokens only where it expects its values on more than this many of its own
+rows (whatever the spec's bar): its gate keeps frequent values from the broker's counts, while the reference's
+gate, at the spec's bar, keeps the key's links precise."""
 
 
 class FieldStats(BaseModel):
@@ -151,10 +155,11 @@ class HashPlan:
             )
         return cls(spec, columns, primaries, attributes, id_column, derived, variants.exprs, tokens, sources)
 
-    def with_rare_value_gates(self, source: pl.LazyFrame, rows: int) -> HashPlan:
+    def with_rare_value_gates(self, source: pl.LazyFrame, rows: int, *, reference: bool) -> HashPlan:
         """The plan with a gate per key with `max_expected_holders`, from the value counts of its fields over
         the whole input (`rows` rows): a row keeps the key's tokens when rows times the product of its
-        values' shares is at most the bar. A field given by several columns is counted on the first."""
+        values' shares is at most the bar (for a partner list at least PARTNER_MIN_BAR). A field given by
+        several columns is counted on the first."""
         keys = [k for k in self.spec.all_keys
                 if k.max_expected_holders is not None and all(f in self.sources for f in k.fields)]
         columns = sorted({self.sources[f][0] for k in keys for f in k.fields})
@@ -170,7 +175,8 @@ class HashPlan:
             expected = pl.lit(float(rows))
             for f in k.fields:
                 expected = expected * shares[self.sources[f][0]]
-            gates[k.name] = expected.fill_null(0.0) <= k.max_expected_holders  # null: the row has no token anyway
+            bar = k.max_expected_holders if reference else max(k.max_expected_holders, PARTNER_MIN_BAR)
+            gates[k.name] = expected.fill_null(0.0) <= bar  # null: the row has no token anyway
         return replace(self, gates=gates)
 
     def input_columns(self) -> list[str]:
@@ -271,7 +277,7 @@ def hash_frame(
     df = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
     df = df.with_row_index(ROW, offset=1)
     plan = HashPlan.build(spec, key, df.columns, attributes=attributes, id_column=id_column)
-    plan = plan.with_rare_value_gates(df.lazy(), df.height)
+    plan = plan.with_rare_value_gates(df.lazy(), df.height, reference=False)
     order, handles = _sorted_handles(df.height)
     tokens, vault, summary = plan.run(df[order], pl.Series("handle", handles, dtype=PACKED))
     _require_tokens(summary)
@@ -310,7 +316,7 @@ def hash_file(
     )
     total = _count_rows(lf, Path(input_path).name)
     try:
-        plan = plan.with_rare_value_gates(lf, total)
+        plan = plan.with_rare_value_gates(lf, total, reference=reference)
     except pl.exceptions.PolarsError:
         raise InputError(f"{Path(input_path).name}: a value could not be normalized (an unexpected value type?)") from None
     names = list(plan.attributes)

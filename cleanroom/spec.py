@@ -70,10 +70,11 @@ class MatchKey(BaseModel):
     fields: list[Name] = Field(min_length=1)
     variants: list[str] = Field(default_factory=list)
     max_expected_holders: float | None = Field(None, gt=0)
-    """Rare values only: a bundle carries the key's tokens on a row only when the rows of that bundle expected
-    to share the row's values (its row count times the product of each value's share of its rows, the fields
-    taken as independent) are at most this many. A key of names alone then links only rare names, which an
-    unregistered namesake seldom shares, and no bundle shows the frequent values a frequency count could read."""
+    """Rare values only: the reference carries the key's tokens on a row only when the rows expected to share
+    the row's values (its row count times the product of each value's share of its rows, the fields taken as
+    independent) are at most this many. A key of names alone then links only rare names, which an unregistered
+    namesake seldom shares. A partner list drops them where it expects the values on more than one of its own
+    rows (`hashing.PARTNER_MIN_BAR`), so no bundle shows the frequent values a frequency count could read."""
 
     @model_validator(mode="after")
     def _check_variants(self) -> MatchKey:

@@ -399,7 +399,8 @@ FIRSTS, LASTS = ["Ann", "Bo", "Cy", "Di"], ["Ng", "Oz", "Poe"]
 @given(names=st.lists(st.tuples(st.sampled_from(FIRSTS), st.sampled_from(LASTS)), min_size=1, max_size=30),
        bar=st.sampled_from([0.05, 0.3, 1.0, 2.5]))
 def test_rare_value_gate_keeps_exactly_the_rows_expected_to_be_rare(names, bar, key_file):
-    """A row keeps a gated key's tokens iff rows * share(first) * share(last) <= the bar; other keys keep all."""
+    """A partner row keeps a gated key's tokens iff rows * share(first) * share(last) <= the bar, or 1 (a
+    partner drops only values it expects on more than one row); the gate removes tokens, never changes them."""
     from cleanroom.spec import MatchSpec
 
     frame = pl.DataFrame(names, schema=["first_name", "last_name"], orient="row")
@@ -411,7 +412,7 @@ def test_rare_value_gate_keeps_exactly_the_rows_expected_to_be_rare(names, bar, 
     gated, plain = (tokens.join(vault, on="handle").sort("row")["names"] for tokens, vault in by_row)
     n = len(names)
     firsts, lasts = [f for f, _ in names], [last for _, last in names]
-    rare = [n * (firsts.count(f) / n) * (lasts.count(last) / n) <= bar for f, last in names]
+    rare = [n * (firsts.count(f) / n) * (lasts.count(last) / n) <= max(bar, 1.0) for f, last in names]  # a partner
     assert gated.is_not_null().to_list() == rare
     assert plain.is_not_null().all()
     assert gated.filter(rare).to_list() == plain.filter(rare).to_list()  # the gate removes tokens, never changes them
@@ -441,3 +442,19 @@ def test_rare_value_gate_counts_the_whole_file_not_a_batch(tmp_path, key_file, i
     stored = pq.read_table(tmp_path / "b" / "tokens.parquet").column("names").combine_chunks()
     assert len(stored.values) == n // 4  # a gated row's tokens are not in the file at all, not only masked
     verify_bundle(tmp_path / "b")
+
+
+@pytest.mark.parametrize("reference", [True, False])
+def test_reference_gates_at_the_bar_partner_only_above_one_expected_row(reference, tmp_path, key_file, identity):
+    from cleanroom import hash_file
+    from cleanroom.spec import MatchSpec
+
+    n = 400  # five first names, each last name on four rows: 400 * 1/5 * 4/400 = 0.8 expected holders per row
+    lasts = ["".join(chr(97 + i // 4 // 26**d % 26) for d in range(2)).title() for i in range(n)]
+    pl.DataFrame({"first_name": [["Ann", "Bo", "Cy", "Di", "Ed"][i % 5] for i in range(n)], "last_name": lasts}
+                 ).write_csv(tmp_path / "l.csv")
+    spec = MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": 0.5},
+                           {"name": "last", "fields": ["last"]}])
+    manifest, _ = hash_file(tmp_path / "l.csv", tmp_path / "b", tmp_path / "v", key=load_key(key_file),
+                            identity=identity, spec=spec, reference=reference)
+    assert manifest.keys[0].non_null == (0 if reference else n)
