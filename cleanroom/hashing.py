@@ -14,10 +14,9 @@ import math
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from dataclasses import field as dataclass_field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -96,9 +95,10 @@ class HashPlan:
     id_column: str | None
     derived: dict[str, pl.Expr]
     variants: dict[str, pl.Expr]  # computed from `derived`, once for every key that uses them
-    tokens: dict[str, pl.Expr]
-    sources: dict[str, list[str]]  # derived field -> the `derived` columns giving it
-    gates: dict[str, pl.Expr] = dataclass_field(default_factory=dict)  # key -> rows that may carry its tokens
+    tokens: dict[str, pl.Expr]  # a key with max_expected_holders has none until `with_rare_value_gates`
+    readings: dict[str, list[tuple[pl.Expr, ...]]]  # per key, the field tuples its tokens are made of
+    subkeys: dict[str, bytes]
+    gates: dict[str, pl.Expr] = field(default_factory=dict)  # per reading of a gated key: rows that keep it
 
     @classmethod
     def build(
@@ -119,7 +119,7 @@ class HashPlan:
                 raise SpecError(f"attribute column {column!r} is not in the input")
         if id_column is not None and id_column not in available:
             raise SpecError(f"id column {id_column!r} is not in the input")
-        used = {field for k in spec.all_keys for field in k.fields}
+        used = {f for k in spec.all_keys for f in k.fields}
         derived: dict[str, pl.Expr] = {}
         sources: dict[str, list[str]] = {}
         primaries: dict[str, str] = {}  # column -> its first derived field a key uses
@@ -130,54 +130,80 @@ class HashPlan:
                 pl.col(column),
                 default_region=spec.default_region,
             )
-            for field, expr in produced.items():
-                field = field_type if is_generic else field
-                if field in used:
-                    name = f"__f{i}:{field}"
+            for field_name, expr in produced.items():
+                field_name = field_type if is_generic else field_name
+                if field_name in used:
+                    name = f"__f{i}:{field_name}"
                     derived[name] = expr
-                    sources.setdefault(field, []).append(name)
+                    sources.setdefault(field_name, []).append(name)
                     primaries.setdefault(column, name)
         names = name_readings(spec, columns, used, derived)
         columns = {column: columns[column] for column in primaries}
         secret_subkeys = subkeys(key, [k.name for k in spec.all_keys])
         variants = _SharedColumns("__v")
-        tokens: dict[str, pl.Expr] = {}
-        for match_key in spec.all_keys:
-            combos = [
+        readings = {
+            match_key.name: [
                 combo
                 for alternatives in variant_sources(match_key, sources, names)
-                for combo in combinations([[variants.column(e) for e in field] for field in alternatives])
+                for combo in combinations([[variants.column(e) for e in f] for f in alternatives])
             ]
-            tokens[match_key.name] = (
-                token_list(combos, secret_subkeys[match_key.name])
-                if combos
-                else pl.lit(None, dtype=pl.List(PACKED))
-            )
-        return cls(spec, columns, primaries, attributes, id_column, derived, variants.exprs, tokens, sources)
+            for match_key in spec.all_keys
+        }
+        tokens = {
+            match_key.name: token_list(readings[match_key.name], secret_subkeys[match_key.name])
+            if readings[match_key.name] and match_key.max_expected_holders is None
+            else pl.lit(None, dtype=pl.List(PACKED))
+            for match_key in spec.all_keys
+        }
+        return cls(spec, columns, primaries, attributes, id_column, derived, variants.exprs, tokens, readings,
+                   secret_subkeys)
 
-    def with_rare_value_gates(self, source: pl.LazyFrame, rows: int, *, reference: bool) -> HashPlan:
-        """The plan with a gate per key with `max_expected_holders`, from the value counts of its fields over
-        the whole input (`rows` rows): a row keeps the key's tokens when rows times the product of its
-        values' shares is at most the bar (for a partner list at least PARTNER_MIN_BAR). A field given by
-        several columns is counted on the first."""
-        keys = [k for k in self.spec.all_keys
-                if k.max_expected_holders is not None and all(f in self.sources for f in k.fields)]
-        columns = sorted({self.sources[f][0] for k in keys for f in k.fields})
-        if not columns:
-            return self
-        values = source.select(**{c: self.derived[c] for c in columns}).collect()
-        shares = {}
-        for c in columns:
-            counts = values.get_column(c).drop_nulls().value_counts(name="n")
-            shares[c] = pl.col(c).replace_strict(counts.get_column(c), counts.get_column("n") / rows, default=None)
-        gates = {}
+    def with_rare_value_gates(self, batches: Iterable[pl.DataFrame], *, reference: bool) -> HashPlan:
+        """The plan with the tokens of its keys with `max_expected_holders`, from one pass over the input's
+        `batches`: each reading of a row (as given, swapped, from the email, a deletion, a second column...)
+        is kept where rows times the product of its values' shares is at most the bar (for a partner list at
+        least PARTNER_MIN_BAR). A value's share is the part of the rows that read it at that place of the key
+        in any of their readings, so a swapped "Smith, John" counts as common as the John Smiths it meets."""
+        keys = [k for k in self.spec.all_keys if k.max_expected_holders is not None and self.readings[k.name]]
+        places = {  # per key and place, the expressions its readings take the value from, each once
+            (k.name, place): list({str(e): e for e in (reading[place] for reading in self.readings[k.name])}.values())
+            for k in keys for place in range(len(k.fields))
+        }
+        rows, counts = self._value_counts(batches, list(places.values())) if keys else (0, {})
+        if not rows:
+            return self  # no gated key, or no rows and so no tokens
+        gates: dict[str, pl.Expr] = {}
+        tokens = dict(self.tokens)
         for k in keys:
-            expected = pl.lit(float(rows))
-            for f in k.fields:
-                expected = expected * shares[self.sources[f][0]]
             bar = k.max_expected_holders if reference else max(k.max_expected_holders, PARTNER_MIN_BAR)
-            gates[k.name] = expected.fill_null(0.0) <= bar  # null: the row has no token anyway
-        return replace(self, gates=gates)
+            shares = [counts[str(places[k.name, place])] for place in range(len(k.fields))]
+            kept = []
+            for i, reading in enumerate(self.readings[k.name]):
+                expected = pl.lit(float(rows))
+                for value, share in zip(reading, shares, strict=True):
+                    expected = expected * value.replace_strict(share["value"], share["len"] / rows, default=None)
+                gates[f"__g:{k.name}:{i}"] = expected <= bar  # null where a value is: no token then anyway
+                kept.append(tuple(pl.when(pl.col(f"__g:{k.name}:{i}")).then(value) for value in reading))
+            tokens[k.name] = token_list(kept, self.subkeys[k.name])
+        return replace(self, gates=gates, tokens=tokens)
+
+    def _value_counts(self, batches: Iterable[pl.DataFrame], places: list[list[pl.Expr]]
+                      ) -> tuple[int, dict[str, pl.DataFrame]]:
+        """Rows, and per place (by its text) how many rows read each value (`value`, `len`) from its
+        expressions, a row counting a value once; only the columns the places need are derived."""
+        read = {n for values in places for e in values for n in e.meta.root_names()}
+        variants = {n: e for n, e in self.variants.items() if n in read}
+        read |= {n for e in variants.values() for n in e.meta.root_names()}
+        derived = {n: e for n, e in self.derived.items() if n in read}
+        counting = {str(values): _once_per_row(values) for values in places}  # keys may share a place
+        rows, found = 0, {name: [] for name in counting}
+        for batch in batches:
+            work = batch.with_columns(**derived).with_columns(**variants)
+            rows += work.height
+            for name, values in counting.items():
+                stacked = pl.concat([work.select(v.alias("value")) for v in values]).drop_nulls()
+                found[name].append(stacked.group_by("value").len())
+        return rows, {name: pl.concat(c).group_by("value").agg(pl.col("len").sum()) for name, c in found.items() if c}
 
     def input_columns(self) -> list[str]:
         """The input columns a run reads (others are not even decoded)."""
@@ -196,14 +222,10 @@ class HashPlan:
     def run(self, batch: pl.DataFrame, handles: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
         """Tokens, vault and counts of one batch, its rows taking `handles` in order."""
         work = batch.rechunk().with_columns(handles, **self.derived).with_columns(**self.variants)
+        work = work.with_columns(**self.gates)
         tokens = work.select(
-            "handle", *[e.alias(k) for k, e in self.tokens.items()], *self.attribute_exprs(),
-            *[gate.alias(f"__gate:{k}") for k, gate in self.gates.items()],
+            "handle", *[e.alias(k) for k, e in self.tokens.items()], *self.attribute_exprs()
         )
-        if self.gates:
-            tokens = tokens.with_columns(
-                pl.when(f"__gate:{k}").then(pl.col(k)).alias(k) for k in self.gates
-            ).drop(f"__gate:{k}" for k in self.gates)
         vault = work.select(
             "handle",
             pl.col(ROW).cast(pl.UInt64).alias("row"),
@@ -267,17 +289,20 @@ def hash_frame(
     *,
     attributes: dict[str, str] | None = None,
     id_column: str | None = None,
+    reference: bool = False,
     k: int = DEFAULT_K,
 ) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
     """Hash an in-memory frame: (tokens in random order, vault, summary).
 
     Accepts a polars or pandas frame. The tokens frame has the bundle's schema;
     clear attributes are protected so every combination occurs in >= k rows.
+    Keys with `max_expected_holders` are gated as for a partner list, or with
+    `reference` as for the voter file (see `HashPlan.with_rare_value_gates`).
     """
     df = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
     df = df.with_row_index(ROW, offset=1)
     plan = HashPlan.build(spec, key, df.columns, attributes=attributes, id_column=id_column)
-    plan = plan.with_rare_value_gates(df.lazy(), df.height, reference=False)
+    plan = _gated(plan, [df], reference, "the frame")
     order, handles = _sorted_handles(df.height)
     tokens, vault, summary = plan.run(df[order], pl.Series("handle", handles, dtype=PACKED))
     _require_tokens(summary)
@@ -314,18 +339,16 @@ def hash_file(
     plan = HashPlan.build(
         spec, key, lf.collect_schema().names(), attributes=attributes, id_column=id_column
     )
+    if out.resolve() == vault_dir.resolve():
+        raise InputError("--out and --vault must be different folders")
     total = _count_rows(lf, Path(input_path).name)
-    try:
-        plan = plan.with_rare_value_gates(lf, total, reference=reference)
-    except pl.exceptions.PolarsError:
-        raise InputError(f"{Path(input_path).name}: a value could not be normalized (an unexpected value type?)") from None
+    plan = _gated(plan, _batches(lf.select(plan.input_columns()), Path(input_path).name), reference,
+                  f"input file {Path(input_path).name}")
     names = list(plan.attributes)
     protection = None
     if names:
         combos = lf.select(plan.attribute_exprs()).group_by(names).agg(pl.len().alias(COUNT)).collect()
         mapping, protection = protection_mapping(combos, names, k)
-    if out.resolve() == vault_dir.resolve():
-        raise InputError("--out and --vault must be different folders")
     summary = HashSummary()
     name = Path(input_path).name
     source = lf.select(plan.input_columns())
@@ -414,6 +437,21 @@ def _run_kernels() -> None:
     sample = pl.DataFrame({"email": ["a@b.co"], "phone": ["+15035550100"]})
     fields = [normalize.derive(t, pl.col(t))[t] for t in sample.columns]
     sample.select(token_list([(f,) for f in fields], bytes(32)))
+
+
+def _once_per_row(values: list[pl.Expr]) -> list[pl.Expr]:
+    """`values` with each one null where an earlier one holds the same value, so a row counts a value once."""
+    return [v if i == 0 else pl.when(pl.all_horizontal(v.ne_missing(u) for u in values[:i])).then(v)
+            for i, v in enumerate(values)]
+
+
+def _gated(plan: HashPlan, batches: Iterable[pl.DataFrame], reference: bool, what: str) -> HashPlan:
+    """`plan.with_rare_value_gates`, a failure of its read of the whole input an InputError naming no value."""
+    try:
+        return plan.with_rare_value_gates(batches, reference=reference)
+    except pl.exceptions.PolarsError:
+        raise InputError(f"{what} could not be parsed or normalized (malformed CSV, an unexpected value type?)"
+                         ) from None
 
 
 def _require_tokens(summary: HashSummary) -> None:

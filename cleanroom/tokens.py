@@ -136,11 +136,9 @@ def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
 
 
 def _fixed_values(array: pa.Array) -> pa.FixedSizeListArray | None:
-    """The 16-byte values of a `PACKED` column or of a list of them (all its offsets span, null lists
-    included: a list nulled by an expression keeps its values); None for other columns."""
+    """The 16-byte values of a `PACKED` column or of a list of them; None for other columns."""
     if pa.types.is_large_list(array.type):
-        offsets = array.offsets
-        array = array.values.slice(offsets[0].as_py(), offsets[-1].as_py() - offsets[0].as_py())
+        array = array.flatten()
     return array if pa.types.is_fixed_size_list(array.type) and array.type.list_size == TOKEN_BYTES else None
 
 

@@ -395,6 +395,11 @@ def test_signed_bundle_with_bad_contents_is_refused(message, damage, tmp_path, c
 FIRSTS, LASTS = ["Ann", "Bo", "Cy", "Di"], ["Ng", "Oz", "Poe"]
 
 
+def letters(i: int, width: int) -> str:
+    """A name made of letters (normalizers drop digits): the i-th of 26**width."""
+    return "".join(chr(97 + i // 26**d % 26) for d in range(width)).title()
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(names=st.lists(st.tuples(st.sampled_from(FIRSTS), st.sampled_from(LASTS)), min_size=1, max_size=30),
        bar=st.sampled_from([0.05, 0.3, 1.0, 2.5]))
@@ -408,8 +413,10 @@ def test_rare_value_gate_keeps_exactly_the_rows_expected_to_be_rare(names, bar, 
     last = {"name": "last", "fields": ["last"]}  # a bundle needs some token
     spec = MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": bar}, last])
     ungated = MatchSpec(keys=[{"name": "names", "fields": ["first", "last"]}, last])
-    by_row = [hash_frame(frame, key, s)[:2] for s in (spec, ungated)]
-    gated, plain = (tokens.join(vault, on="handle").sort("row")["names"] for tokens, vault in by_row)
+    hashed = [hash_frame(frame, key, s)[:2] for s in (spec, ungated)]
+    stored = hashed[0][0]["names"].to_arrow()
+    assert len(stored.values) == stored.value_lengths().fill_null(0).to_numpy().sum()  # nothing behind a null
+    gated, plain = (tokens.join(vault, on="handle").sort("row")["names"] for tokens, vault in hashed)
     n = len(names)
     firsts, lasts = [f for f, _ in names], [last for _, last in names]
     rare = [n * (firsts.count(f) / n) * (lasts.count(last) / n) <= max(bar, 1.0) for f, last in names]  # a partner
@@ -419,18 +426,17 @@ def test_rare_value_gate_keeps_exactly_the_rows_expected_to_be_rare(names, bar, 
 
 
 def test_rare_value_gate_counts_the_whole_file_not_a_batch(tmp_path, key_file, identity, monkeypatch):
-    """hash_file counts values over every row before its batches: spilled or whole, the same rows are gated."""
-    import cleanroom.hashing as hashing
-    from cleanroom import hash_file
+    """hash_file counts values over every row before its batches (here 300 rows, spilled to buckets), and a
+    gated row's tokens are not in the bundle at all."""
+    from cleanroom import hash_file, hashing
     from cleanroom.spec import MatchSpec
 
     monkeypatch.setattr(hashing, "BATCH_ROWS", 300)
     monkeypatch.setattr(hashing, "BUCKET_ROWS", 500)
     monkeypatch.setattr(hashing, "IN_MEMORY_BYTES", 0)
-    n = 1200  # five first names, "Smith" on 900 rows: 240 * 900 / 1200 = 180 expected holders in the file, 45 in a batch
-    unique_lasts = ["".join(chr(97 + i // 26**d % 26) for d in range(3)).title() for i in range(n)]
+    n = 1200  # five first names, "Smith" on 900 rows: 240 * 900 / 1200 = 180 expected holders, 45 in a batch
     frame = pl.DataFrame({"first_name": [FIRSTS[i % 4] if i % 5 else "Ed" for i in range(n)],
-                          "last_name": [unique_lasts[i] if i % 4 == 0 else "Smith" for i in range(n)]})
+                          "last_name": [letters(i, 3) if i % 4 == 0 else "Smith" for i in range(n)]})
     frame.write_csv(tmp_path / "l.csv")
     spec = MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": 100}])
     manifest, _ = hash_file(tmp_path / "l.csv", tmp_path / "b", tmp_path / "v", key=load_key(key_file),
@@ -440,21 +446,50 @@ def test_rare_value_gate_counts_the_whole_file_not_a_batch(tmp_path, key_file, i
     assert rows["names"].is_not_null().to_list() == [i % 4 == 0 for i in range(n)]
     assert manifest.keys[0].non_null == n // 4
     stored = pq.read_table(tmp_path / "b" / "tokens.parquet").column("names").combine_chunks()
-    assert len(stored.values) == n // 4  # a gated row's tokens are not in the file at all, not only masked
+    assert len(stored.values) == n // 4
     verify_bundle(tmp_path / "b")
 
 
 @pytest.mark.parametrize("reference", [True, False])
 def test_reference_gates_at_the_bar_partner_only_above_one_expected_row(reference, tmp_path, key_file, identity):
+    """Rows expected on 0.8 rows each: the voter file drops them at bar 0.5, a partner list keeps them."""
     from cleanroom import hash_file
     from cleanroom.spec import MatchSpec
 
     n = 400  # five first names, each last name on four rows: 400 * 1/5 * 4/400 = 0.8 expected holders per row
-    lasts = ["".join(chr(97 + i // 4 // 26**d % 26) for d in range(2)).title() for i in range(n)]
-    pl.DataFrame({"first_name": [["Ann", "Bo", "Cy", "Di", "Ed"][i % 5] for i in range(n)], "last_name": lasts}
-                 ).write_csv(tmp_path / "l.csv")
+    pl.DataFrame({"first_name": [[*FIRSTS, "Ed"][i % 5] for i in range(n)],
+                  "last_name": [letters(i // 4, 2) for i in range(n)]}).write_csv(tmp_path / "l.csv")
     spec = MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": 0.5},
                            {"name": "last", "fields": ["last"]}])
     manifest, _ = hash_file(tmp_path / "l.csv", tmp_path / "b", tmp_path / "v", key=load_key(key_file),
                             identity=identity, spec=spec, reference=reference)
     assert manifest.keys[0].non_null == (0 if reference else n)
+
+
+COMMON = {"first_name": ["John"] * 60, "last_name": ["Smith"] * 60}
+OTHER_READINGS = {
+    # a swapped "Smith, John" is rare as written but reads as the 60 John Smiths
+    "swapped": ({**COMMON, "first_name": [*COMMON["first_name"], "Smith"], "last_name": [*COMMON["last_name"], "John"]},
+                ["swap_names"]),
+    # the last name in a second column where the first is empty
+    "second column": ({"first_name": ["John"] * 70, "last_name": ["Smith"] * 60 + [None] * 10,
+                       "last_name_2": [None] * 60 + ["Smith"] * 10}, []),
+    # no name columns: the names an email spells
+    "email names": ({"email": [f"john.smith{i}@example.org" for i in range(60)]}, ["email_names"]),
+}
+
+
+@pytest.mark.parametrize("case", OTHER_READINGS, ids=list(OTHER_READINGS))
+def test_rare_value_gate_checks_every_reading_of_a_row(case, key_file):
+    """No reading of any row (swapped, a second column, an email's names) carries a common name's token."""
+    from cleanroom.spec import MatchSpec
+
+    columns, variants = OTHER_READINGS[case]
+    key = load_key(key_file)
+    names = {"name": "names", "fields": ["first", "last"], "variants": variants}
+    common = hash_frame(pl.DataFrame({"first_name": ["John"], "last_name": ["Smith"]}), key,
+                        MatchSpec(keys=[names]))[0]["names"][0][0]
+    spec = MatchSpec(keys=[{**names, "max_expected_holders": 0.5}, {"name": "any", "fields": ["last"]},
+                           {"name": "email", "fields": ["email"]}])
+    tokens = hash_frame(pl.DataFrame(columns), key, spec, reference=True)[0]
+    assert common not in tokens["names"].explode().drop_nulls().to_list()
