@@ -98,6 +98,7 @@ class HashPlan:
     tokens: dict[str, pl.Expr]  # a key with max_expected_holders has none until `with_rare_value_gates`
     readings: dict[str, list[tuple[pl.Expr, ...]]]  # per key, the field tuples its tokens are made of
     subkeys: dict[str, bytes]
+    shares: dict[str, pl.Expr] = field(default_factory=dict)  # per place and column of gated keys: its share
     gates: dict[str, pl.Expr] = field(default_factory=dict)  # per reading of a gated key: rows that keep it
 
     @classmethod
@@ -165,45 +166,51 @@ class HashPlan:
         least PARTNER_MIN_BAR). A value's share is the part of the rows that read it at that place of the key
         in any of their readings, so a swapped "Smith, John" counts as common as the John Smiths it meets."""
         keys = [k for k in self.spec.all_keys if k.max_expected_holders is not None and self.readings[k.name]]
-        places = {  # per key and place, the expressions its readings take the value from, each once
-            (k.name, place): list({str(e): e for e in (reading[place] for reading in self.readings[k.name])}.values())
+        places = {  # per key and place, the columns its readings take the value from, each once
+            (k.name, place): tuple(dict.fromkeys(r[place].meta.output_name() for r in self.readings[k.name]))
             for k in keys for place in range(len(k.fields))
         }
-        rows, counts = self._value_counts(batches, list(places.values())) if keys else (0, {})
+        number = {place: n for n, place in enumerate(dict.fromkeys(places.values()))}  # keys may share a place
+        rows, counts = self._value_counts(batches, list(number)) if keys else (0, {})
         if not rows:
             return self  # no gated key, or no rows and so no tokens
+        shares: dict[str, pl.Expr] = {}
         gates: dict[str, pl.Expr] = {}
         tokens = dict(self.tokens)
         for k in keys:
             bar = k.max_expected_holders if reference else max(k.max_expected_holders, PARTNER_MIN_BAR)
-            shares = [counts[str(places[k.name, place])] for place in range(len(k.fields))]
             kept = []
             for i, reading in enumerate(self.readings[k.name]):
                 expected = pl.lit(float(rows))
-                for value, share in zip(reading, shares, strict=True):
-                    expected = expected * value.replace_strict(share["value"], share["len"] / rows, default=None)
+                for place, value in enumerate(reading):
+                    counted = counts[places[k.name, place]]
+                    name = f"__s{number[places[k.name, place]]}:{value.meta.output_name()}"
+                    shares[name] = value.replace_strict(counted["value"], counted["len"] / rows, default=None)
+                    expected = expected * pl.col(name)
                 gates[f"__g:{k.name}:{i}"] = expected <= bar  # null where a value is: no token then anyway
                 kept.append(tuple(pl.when(pl.col(f"__g:{k.name}:{i}")).then(value) for value in reading))
             tokens[k.name] = token_list(kept, self.subkeys[k.name])
-        return replace(self, gates=gates, tokens=tokens)
+        return replace(self, shares=shares, gates=gates, tokens=tokens)
 
-    def _value_counts(self, batches: Iterable[pl.DataFrame], places: list[list[pl.Expr]]
-                      ) -> tuple[int, dict[str, pl.DataFrame]]:
-        """Rows, and per place (by its text) how many rows read each value (`value`, `len`) from its
-        expressions, a row counting a value once; only the columns the places need are derived."""
-        read = {n for values in places for e in values for n in e.meta.root_names()}
+    def _value_counts(self, batches: Iterable[pl.DataFrame], places: list[tuple[str, ...]]
+                      ) -> tuple[int, dict[tuple[str, ...], pl.DataFrame]]:
+        """Rows, and per place (the columns one place of a key reads from) how many rows read each value
+        there (`value`, `len`), a row counting a value once; only the columns the places need are derived."""
+        read = {c for place in places for c in place}
         variants = {n: e for n, e in self.variants.items() if n in read}
         read |= {n for e in variants.values() for n in e.meta.root_names()}
         derived = {n: e for n, e in self.derived.items() if n in read}
-        counting = {str(values): _once_per_row(values) for values in places}  # keys may share a place
-        rows, found = 0, {name: [] for name in counting}
+        counting = {place: _once_per_row([pl.col(c) for c in place]) for place in places}
+        rows, found = 0, {place: [] for place in places}
         for batch in batches:
             work = batch.with_columns(**derived).with_columns(**variants)
             rows += work.height
-            for name, values in counting.items():
+            for place, values in counting.items():
                 stacked = pl.concat([work.select(v.alias("value")) for v in values]).drop_nulls()
-                found[name].append(stacked.group_by("value").len())
-        return rows, {name: pl.concat(c).group_by("value").agg(pl.col("len").sum()) for name, c in found.items() if c}
+                found[place].append(stacked.group_by("value").len())
+        if not rows:
+            return 0, {}
+        return rows, {place: pl.concat(c).group_by("value").agg(pl.col("len").sum()) for place, c in found.items()}
 
     def input_columns(self) -> list[str]:
         """The input columns a run reads (others are not even decoded)."""
@@ -222,7 +229,7 @@ class HashPlan:
     def run(self, batch: pl.DataFrame, handles: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame, HashSummary]:
         """Tokens, vault and counts of one batch, its rows taking `handles` in order."""
         work = batch.rechunk().with_columns(handles, **self.derived).with_columns(**self.variants)
-        work = work.with_columns(**self.gates)
+        work = work.with_columns(**self.shares).with_columns(**self.gates)
         tokens = work.select(
             "handle", *[e.alias(k) for k, e in self.tokens.items()], *self.attribute_exprs()
         )
@@ -304,7 +311,10 @@ def hash_frame(
     plan = HashPlan.build(spec, key, df.columns, attributes=attributes, id_column=id_column)
     plan = _gated(plan, [df], reference, "the frame")
     order, handles = _sorted_handles(df.height)
-    tokens, vault, summary = plan.run(df[order], pl.Series("handle", handles, dtype=PACKED))
+    try:
+        tokens, vault, summary = plan.run(df[order], pl.Series("handle", handles, dtype=PACKED))
+    except pl.exceptions.PolarsError:
+        raise InputError("a row of the frame could not be normalized (an unexpected value type?)") from None
     _require_tokens(summary)
     if plan.attributes:
         tokens, _ = protect_attributes(tokens, list(plan.attributes), k)
@@ -342,8 +352,6 @@ def hash_file(
     if out.resolve() == vault_dir.resolve():
         raise InputError("--out and --vault must be different folders")
     total = _count_rows(lf, Path(input_path).name)
-    plan = _gated(plan, _batches(lf.select(plan.input_columns()), Path(input_path).name), reference,
-                  f"input file {Path(input_path).name}")
     names = list(plan.attributes)
     protection = None
     if names:
@@ -361,6 +369,7 @@ def hash_file(
         read_whole = total <= BUCKET_ROWS or _decoded_size(Path(input_path), plan.input_columns()) <= IN_MEMORY_BYTES
         shuffle = None if read_whole else _Shuffle(Path(scratch), total)
         if shuffle:
+            plan = _gated(plan, _batches(source, name), reference, f"input file {name}")
             batches = ((batch, random_handles(batch.height)) for batch in _batches(source, name))
         else:
             with ThreadPoolExecutor(1) as helper:
@@ -368,6 +377,7 @@ def hash_file(
                 frame = _collect(source, name)
             if frame.height != total:
                 raise InputError(f"input file {name} changed while it was read")
+            plan = _gated(plan, frame.iter_slices(BATCH_ROWS), reference, f"input file {name}")
             batches = _in_handle_order(frame, *drawn.result(), BATCH_ROWS)
         add_tokens = shuffle.add if shuffle else tokens_file.add
         # batch i is written (tokens and vault on two threads) while batch i+1 is computed; one in flight bounds memory
