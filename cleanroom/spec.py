@@ -69,12 +69,12 @@ class MatchKey(BaseModel):
     name: Name
     fields: list[Name] = Field(min_length=1)
     variants: list[str] = Field(default_factory=list)
-    max_expected_holders: float | None = Field(None, gt=0)
+    max_expected_holders: float | None = Field(None, gt=0, allow_inf_nan=False)
     """Rare values only: the reference carries the key's tokens on a row only when the rows expected to share
     the row's values (its row count times the product of each value's share of its rows, the fields taken as
     independent) are at most this many. A key of names alone then links only rare names, which an unregistered
     namesake seldom shares. A partner list drops them where it expects the values on more than one of its own
-    rows (`hashing.PARTNER_MIN_BAR`), so no bundle shows the frequent values a frequency count could read."""
+    rows (`hashing.PARTNER_MIN_BAR`), so the values a frequency count could read stay out of the broker's counts."""
 
     @model_validator(mode="after")
     def _check_variants(self) -> MatchKey:

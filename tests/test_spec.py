@@ -76,3 +76,5 @@ def test_rare_value_bar_is_positive_and_part_of_the_digest():
                                               "max_expected_holders": None}]).digest()
     with pytest.raises(ValueError, match="greater than 0"):
         MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": 0}])
+    with pytest.raises(ValueError, match="finite"):
+        MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": float("inf")}])
