@@ -22,7 +22,7 @@ from cleanroom.errors import InputError
 from cleanroom.hashing import HashSummary, hash_file, warm_up
 from cleanroom.keys.identity import load_card, load_identity
 from cleanroom.keys.secret import load_key, new_key
-from cleanroom.spec import load_spec, parse_mapping
+from cleanroom.spec import MatchSpec, load_spec, parse_mapping
 
 key_app = typer.Typer(no_args_is_help=True, help="Consortium key files.")
 
@@ -81,7 +81,7 @@ def hash(
         )
     if opt_out:
         manifest = mark_opt_out(out_dir, identity)
-    _print_summary(summary)
+    _print_summary(summary, spec)
     out.print(f"bundle {out_dir} ({manifest.row_count} rows, epoch {manifest.epoch}, key {manifest.key_fingerprint})")
     out.print(f"vault  {vault_dir} (keep it private: it maps handles to your rows)")
 
@@ -104,11 +104,12 @@ def _attribute(option: str) -> tuple[str, str]:
     return name.strip(), (column or name).strip()
 
 
-def _print_summary(summary: HashSummary) -> None:
+def _print_summary(summary: HashSummary, spec: MatchSpec) -> None:
     out.print(f"rows read: {summary.rows}; rows with at least one token: {summary.rows_with_token}")
-    keys = Table("match key", "rows with token", title="tokens per key")
+    keys = Table("match key", "rows with token", "", title="tokens per key")
+    bars = {k.name: k.max_expected_holders for k in spec.all_keys if k.max_expected_holders is not None}
     for name, n in summary.tokens_per_key.items():
-        keys.add_row(name, str(n))
+        keys.add_row(name, str(n), f"rare values only, bar {bars[name]:g}" if name in bars else "")
     out.print(keys)
     fields = Table("column", "field", "missing", "invalid", "invalid by reason", title="fields")
     for f in summary.fields:
