@@ -200,14 +200,14 @@ class HashPlan:
         variants = {n: e for n, e in self.variants.items() if n in read}
         read |= {n for e in variants.values() for n in e.meta.root_names()}
         derived = {n: e for n, e in self.derived.items() if n in read}
-        counting = {place: _once_per_row([pl.col(c) for c in place]) for place in places}
         rows, found = 0, {place: [] for place in places}
         for batch in batches:
-            work = batch.with_columns(**derived).with_columns(**variants)
+            work = batch.with_columns(**derived).with_columns(**variants).with_row_index("__counted_row")
             rows += work.height
-            for place, values in counting.items():
-                stacked = pl.concat([work.select(v.alias("value")) for v in values]).drop_nulls()
-                found[place].append(stacked.group_by("value").len())
+            for place in places:
+                stacked = pl.concat([work.select("__counted_row", pl.col(c).alias("value")) for c in place]).drop_nulls()
+                once = stacked.unique() if len(place) > 1 else stacked  # a row counts a value once
+                found[place].append(once.group_by("value").len())
         if not rows:
             return 0, {}
         return rows, {place: pl.concat(c).group_by("value").agg(pl.col("len").sum()) for place, c in found.items()}
@@ -447,12 +447,6 @@ def _run_kernels() -> None:
     sample = pl.DataFrame({"email": ["a@b.co"], "phone": ["+15035550100"]})
     fields = [normalize.derive(t, pl.col(t))[t] for t in sample.columns]
     sample.select(token_list([(f,) for f in fields], bytes(32)))
-
-
-def _once_per_row(values: list[pl.Expr]) -> list[pl.Expr]:
-    """`values` with each one null where an earlier one holds the same value, so a row counts a value once."""
-    return [v if i == 0 else pl.when(pl.all_horizontal(v.ne_missing(u) for u in values[:i])).then(v)
-            for i, v in enumerate(values)]
 
 
 def _gated(plan: HashPlan, batches: Iterable[pl.DataFrame], reference: bool, what: str) -> HashPlan:

@@ -43,13 +43,16 @@ _COLUMN_ALIASES = {
 PARTIAL_DOB = "dob_partial"
 NAME_VARIANTS = ("swap_names", "email_names")  # other readings of the name fields
 DOB_VARIANTS = ("dob_dm_swap", PARTIAL_DOB)
-VARIANTS = (*NAME_VARIANTS, *DOB_VARIANTS, "deletions")
+NICKNAMES = "nicknames"
+VARIANTS = (*NAME_VARIANTS, *DOB_VARIANTS, NICKNAMES, "deletions")
 """Error-tolerant variants a key may add as extra tokens of the same key:
 swap_names (first and last name exchanged), email_names (the names an email
 address spells as first.last or first_last), dob_dm_swap (day and month
 exchanged), dob_partial (the birth date with its day, its month or its year
 unknown: one wrong part; not with dob_dm_swap in one key, so that the scorer
-can tell the two apart), deletions:<field> (every single-character deletion
+can tell the two apart), nicknames (the canonical first name also read as each
+name the nickname table links to its group: Bill meets Robert, Sam meets
+Samuel; keys with first_canon), deletions:<field> (every single-character deletion
 of one field, so two values within one insert, delete, substitute or
 transpose share a token)."""
 
@@ -86,6 +89,8 @@ class MatchKey(BaseModel):
                 raise ValueError(f"variant {variant!r}: write deletions:<one of the key's fields>")
         if sum(v.startswith("deletions") for v in self.variants) > 1:
             raise ValueError("a key takes deletions on at most one field")
+        if NICKNAMES in self.variants and "first_canon" not in self.fields:
+            raise ValueError("the nicknames variant reads first_canon: put it on a key with that field")
         if {PARTIAL_DOB, "dob_dm_swap"} <= set(self.variants):
             raise ValueError("dob_partial and dob_dm_swap go in separate keys (the scorer tells them apart by key)")
         return self
@@ -116,6 +121,7 @@ class KeySet(BaseModel):
                 if (v.partition(":")[2] or "") in ("", *combo)
                 and not (v in NAME_VARIANTS and not _has_name(combo))
                 and not (v in DOB_VARIANTS and "dob" not in combo)
+                and not (v == NICKNAMES and "first_canon" not in combo)
             ]
             keys.append(MatchKey(name=f"{self.name}_{'_'.join(combo)}"[:63], fields=list(combo), variants=applicable))
         return keys

@@ -5,7 +5,9 @@ names an email address spells (email_names: maria.garcia@... reads as Maria
 Garcia), day and month exchanged (dob_dm_swap), the birth date with one of its
 parts unknown (dob_partial: a date with a wrong day, month or year still meets
 the true one; the scorer reads such a key as showing `dob_partial`, not the
-birth date), and every single-character deletion of one field
+birth date), the canonical first name read as each name the nickname table
+links to its group (nicknames: Bill meets Robert, where the table's
+canonical forms differ), and every single-character deletion of one field
 (deletions:<field>; two values within one insert, delete, substitute or
 transpose share a deletion). The broker explodes a row's tokens for a key, so
 any variant that meets the other side's tokens is a hit.
@@ -17,13 +19,18 @@ street, and a spec whose keys leave it out switches that family off.
 
 from __future__ import annotations
 
+from functools import partial
+
 import polars as pl
 
 from cleanroom import normalize
 from cleanroom.bundle import KeyInfo
-from cleanroom.spec import PARTIAL_DOB, MatchKey, MatchSpec
+from cleanroom.normalize.generic import via_distinct
+from cleanroom.normalize.names import nickname_links
+from cleanroom.spec import NICKNAMES, PARTIAL_DOB, MatchKey, MatchSpec
 
 MAX_DELETIONS = 12  # deletion variants cover the first 12 characters of a value
+MAX_LINKED_NAMES = 8  # nickname variants: a first name's first linked names in sorted order (most have 2 to 4)
 _EXCHANGE = {"first_name": "last_name", "last_name": "first_name"}
 
 
@@ -66,6 +73,18 @@ def _email_names(email: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     return parts.struct.field("1"), parts.struct.field("2")
 
 
+def _linked_names(value: pl.Expr) -> list[pl.Expr]:
+    """The canonical first names `nickname_links` gives a canonical first name (itself alone when it has no
+    links), one expression per place (null past the list's end); each worked out once per distinct name."""
+    return [via_distinct(value, partial(_linked_name, place=i)) for i in range(MAX_LINKED_NAMES)]
+
+
+def _linked_name(value: pl.Expr, place: int) -> pl.Expr:
+    links = nickname_links()
+    joined = value.replace_strict(list(links), ["|".join(names) for names in links.values()], default=value)
+    return joined.str.split("|").list.get(place, null_on_oob=True)  # names are letters only
+
+
 def _deletions(value: pl.Expr) -> list[pl.Expr]:
     """The value and each of its single-character deletions (null past its end)."""
     return [value] + [
@@ -88,6 +107,8 @@ def variant_sources(
             exprs = [pl.col(n) for n in reading.get(field, [])]
             if field == deletion_field:
                 exprs = [d for e in exprs for d in _deletions(e)]
+            if field == "first_canon" and NICKNAMES in key.variants:
+                exprs = [linked for e in exprs for linked in _linked_names(e)]
             if field == "dob" and "dob_dm_swap" in key.variants:
                 exprs = exprs + [_day_month_swapped(e) for e in exprs]
             if field == "dob" and PARTIAL_DOB in key.variants:

@@ -78,3 +78,14 @@ def test_rare_value_bar_is_positive_and_part_of_the_digest():
         MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": 0}])
     with pytest.raises(ValueError, match="finite"):
         MatchSpec(keys=[{"name": "names", "fields": ["first", "last"], "max_expected_holders": float("inf")}])
+
+
+def test_nicknames_variant_needs_the_canonical_first_name():
+    from cleanroom.spec import MatchSpec
+
+    with pytest.raises(ValueError, match="first_canon"):
+        MatchSpec(keys=[{"name": "k", "fields": ["first", "last"], "variants": ["nicknames"]}])
+    key_set = MatchSpec(key_sets=[{"name": "s", "fields": ["first_canon", "last", "zip5"], "choose": 2,
+                                   "variants": ["nicknames"]}])
+    assert {k.name: k.variants for k in key_set.all_keys} == {
+        "s_first_canon_last": ["nicknames"], "s_first_canon_zip5": ["nicknames"], "s_last_zip5": []}

@@ -131,6 +131,8 @@ def fuzzy_fields(key: KeyInfo) -> set[str]:
             touched |= {f for f in key.fields if f.startswith(("first", "last"))}
         elif kind == "dob_dm_swap":
             touched |= {f for f in key.fields if f == "dob"}
+        elif kind == "nicknames":
+            touched.add("first_canon")
     return touched
 
 

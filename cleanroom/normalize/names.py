@@ -133,3 +133,26 @@ def canonical_table() -> dict[str, str]:
         if key and key not in table:
             table[key] = clean[target]
     return {k: v for k, v in table.items() if k != v}
+
+
+@cache
+def nickname_links() -> dict[str, list[str]]:
+    """Canonical first name -> itself, then the canonical names of every name the nicknames package links
+    directly to a name of its group (its nicknames and formal forms), sorted; only names with links.
+
+    Two names a nickname relation joins (Bill and Robert, Sam and Samuel) share an entry of their lists even
+    where `canonical_table` took them to different canonical names.
+    """
+    nn = NickNamer()
+    nick, canon = nn.nickname_lookup, nn.canonical_lookup
+    table = canonical_table()
+
+    def canonical(name: str) -> str:
+        cleaned = re.sub(r"[^a-z]", "", name)
+        return table.get(cleaned, cleaned)
+
+    links: dict[str, set[str]] = {}
+    for name in set(nick) | set(canon):
+        links.setdefault(canonical(name), set()).update(
+            canonical(n) for n in {name} | nick.get(name, set()) | canon.get(name, set()))
+    return {k: [k, *sorted(v - {k, ""})] for k, v in links.items() if k and v - {k, ""}}
