@@ -202,11 +202,11 @@ class HashPlan:
         derived = {n: e for n, e in self.derived.items() if n in read}
         rows, found = 0, {place: [] for place in places}
         for batch in batches:
-            work = batch.with_columns(**derived).with_columns(**variants).with_row_index("__counted_row")
+            work = batch.with_columns(**derived).with_columns(**variants)
             rows += work.height
             for place in places:
-                stacked = pl.concat([work.select("__counted_row", pl.col(c).alias("value")) for c in place]).drop_nulls()
-                once = stacked.unique() if len(place) > 1 else stacked  # a row counts a value once
+                stacked = pl.concat([work.select(ROW, pl.col(c).alias("value")) for c in place]).drop_nulls()
+                once = stacked.unique() if len(place) > 1 else stacked  # a row (ROW, unique) counts a value once
                 found[place].append(once.group_by("value").len())
         if not rows:
             return 0, {}

@@ -50,11 +50,11 @@ swap_names (first and last name exchanged), email_names (the names an email
 address spells as first.last or first_last), dob_dm_swap (day and month
 exchanged), dob_partial (the birth date with its day, its month or its year
 unknown: one wrong part; not with dob_dm_swap in one key, so that the scorer
-can tell the two apart), nicknames (the canonical first name also read as each
-name the nickname table links to its group: Bill meets Robert, Sam meets
-Samuel; keys with first_canon), deletions:<field> (every single-character deletion
-of one field, so two values within one insert, delete, substitute or
-transpose share a token)."""
+can tell the two apart), nicknames (the canonical first name also read
+paired with each name the nickname table links to its group: Bill meets
+Robert, Sam meets Samuel; keys with first_canon), deletions:<field> (every
+single-character deletion of one field, so two values within one insert,
+delete, substitute or transpose share a token)."""
 
 VARIANT_FIELDS = {"street_name": "street"}
 """Derived fields that are error-tolerant variants of another field, used in keys

@@ -5,8 +5,8 @@ names an email address spells (email_names: maria.garcia@... reads as Maria
 Garcia), day and month exchanged (dob_dm_swap), the birth date with one of its
 parts unknown (dob_partial: a date with a wrong day, month or year still meets
 the true one; the scorer reads such a key as showing `dob_partial`, not the
-birth date), the canonical first name read as each name the nickname table
-links to its group (nicknames: Bill meets Robert, where the table's
+birth date), the canonical first name paired with each name the nickname
+table links to its group (nicknames: Bill meets Robert, where the table's
 canonical forms differ), and every single-character deletion of one field
 (deletions:<field>; two values within one insert, delete, substitute or
 transpose share a deletion). The broker explodes a row's tokens for a key, so
@@ -30,7 +30,6 @@ from cleanroom.normalize.names import nickname_links
 from cleanroom.spec import NICKNAMES, PARTIAL_DOB, MatchKey, MatchSpec
 
 MAX_DELETIONS = 12  # deletion variants cover the first 12 characters of a value
-MAX_LINKED_NAMES = 8  # nickname variants: a first name's first linked names in sorted order (most have 2 to 4)
 _EXCHANGE = {"first_name": "last_name", "last_name": "first_name"}
 
 
@@ -74,15 +73,18 @@ def _email_names(email: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
 
 
 def _linked_names(value: pl.Expr) -> list[pl.Expr]:
-    """The canonical first names `nickname_links` gives a canonical first name (itself alone when it has no
-    links), one expression per place (null past the list's end); each worked out once per distinct name."""
-    return [via_distinct(value, partial(_linked_name, place=i)) for i in range(MAX_LINKED_NAMES)]
+    """A canonical first name as itself, then as each pair of it and a name `nickname_links` links to it
+    ("robert|william"): two rows share a reading only for one name or two directly linked names, never for
+    two names linked through a third. One expression per place (null past the name's links), each worked
+    out once per distinct name."""
+    places = max((len(names) for names in nickname_links().values()), default=1)
+    return [value] + [via_distinct(value, partial(_linked_pair, place=i)) for i in range(1, places)]
 
 
-def _linked_name(value: pl.Expr, place: int) -> pl.Expr:
-    links = nickname_links()
-    joined = value.replace_strict(list(links), ["|".join(names) for names in links.values()], default=value)
-    return joined.str.split("|").list.get(place, null_on_oob=True)  # names are letters only
+def _linked_pair(value: pl.Expr, place: int) -> pl.Expr:
+    pairs = {name: "|".join(sorted((name, linked[place])))
+             for name, linked in nickname_links().items() if len(linked) > place}
+    return value.replace_strict(list(pairs), list(pairs.values()), default=None, return_dtype=pl.String)
 
 
 def _deletions(value: pl.Expr) -> list[pl.Expr]:

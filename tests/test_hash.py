@@ -523,19 +523,26 @@ def test_rare_rows_keep_their_tokens_beside_common_ones(key_file):
 
 def _linked_pairs() -> list[tuple[str, str]]:
     """(name, a nickname of it) from the nicknames package, letters only, that `first_canon` takes to two
-    different canonical names whose links both fit in MAX_LINKED_NAMES: the pairs only the variant joins."""
+    different canonical names: the pairs only the variant joins."""
     from nicknames import NickNamer
 
-    from cleanroom.normalize.names import first_canon, nickname_links
-    from cleanroom.variants import MAX_LINKED_NAMES
+    from cleanroom.normalize.names import first_canon
 
     pairs = sorted({(x, y) for x, names in NickNamer().nickname_lookup.items() for y in names
                     if x.isalpha() and y.isalpha()})
     canonical = pl.DataFrame(pairs, schema=["x", "y"], orient="row").select(
         first_canon(pl.col("x")), first_canon(pl.col("y")).alias("y")).rows()
-    links = nickname_links()
-    return [pair for pair, (cx, cy) in zip(pairs, canonical, strict=True)
-            if cx != cy and len(links.get(cx, [])) <= MAX_LINKED_NAMES and len(links.get(cy, [])) <= MAX_LINKED_NAMES]
+    return [pair for pair, (cx, cy) in zip(pairs, canonical, strict=True) if cx != cy]
+
+
+def nickname_tokens(names: list[str], variants: list[str], key_file) -> list[set]:
+    """Per name (last name Smith, zip 27601 on every row), its tokens of a names + zip key with `variants`."""
+    from cleanroom.spec import MatchSpec
+
+    frame = pl.DataFrame({"first_name": names, "last_name": ["Smith"] * len(names), "zip": ["27601"] * len(names)})
+    spec = MatchSpec(keys=[{"name": "k", "fields": ["first_canon", "last", "zip5"], "variants": variants}])
+    hashed, vault, _ = hash_frame(frame, load_key(key_file), spec)
+    return [set(t) for t in hashed.join(vault, on="handle").sort("row")["k"].to_list()]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -543,17 +550,16 @@ def _linked_pairs() -> list[tuple[str, str]]:
 def test_nickname_variant_lets_a_name_meet_its_nicknames(pair, key_file):
     """Two rows whose first names the nickname table links (to different canonical names) share a token of a
     key with the nicknames variant; without the variant each row has one token and they share none."""
-    from cleanroom.spec import MatchSpec
-
-    frame = pl.DataFrame({"first_name": list(pair), "last_name": ["Smith"] * 2, "zip": ["27601"] * 2})
-    key = load_key(key_file)
-
-    def tokens(variants: list[str]) -> list[set]:
-        spec = MatchSpec(keys=[{"name": "k", "fields": ["first_canon", "last", "zip5"], "variants": variants}])
-        hashed, vault, _ = hash_frame(frame, key, spec)
-        return [set(t) for t in hashed.join(vault, on="handle").sort("row")["k"].to_list()]
-
-    first, second = tokens(["nicknames"])
+    first, second = nickname_tokens(list(pair), ["nicknames"], key_file)
     assert first & second
-    plain = tokens([])
+    plain = nickname_tokens(list(pair), [], key_file)
     assert [len(t) for t in plain] == [1, 1] and not plain[0] & plain[1]
+
+
+def test_nickname_variant_joins_direct_links_only(key_file):
+    """Charles and Sheryl both link to Charlotte but not to each other: they share nothing; a name without
+    links keeps its one token and meets itself."""
+    names = ["Charles", "Sheryl", "Zelda", "Zelda"]
+    charles, sheryl, zelda, zelda_again = nickname_tokens(names, ["nicknames"], key_file)
+    assert not charles & sheryl
+    assert len(zelda) == 1 and zelda == zelda_again

@@ -140,8 +140,8 @@ def nickname_links() -> dict[str, list[str]]:
     """Canonical first name -> itself, then the canonical names of every name the nicknames package links
     directly to a name of its group (its nicknames and formal forms), sorted; only names with links.
 
-    Two names a nickname relation joins (Bill and Robert, Sam and Samuel) share an entry of their lists even
-    where `canonical_table` took them to different canonical names.
+    Two names a nickname relation joins (Bill and Robert, Sam and Samuel) list each other even where
+    `canonical_table` took them to different canonical names (the relation is symmetric in the package).
     """
     nn = NickNamer()
     nick, canon = nn.nickname_lookup, nn.canonical_lookup
