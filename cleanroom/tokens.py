@@ -72,13 +72,17 @@ def _tokens(fields: pl.Series, key: bytes) -> pl.Series:
 
 
 def _distinct_tokens(fields: pl.Series, combos: list[tuple[int, ...]], key: bytes) -> pl.Series:
-    """List of each row's distinct tokens in combination order (null when none), from a struct of the fields."""
+    """List of each row's distinct tokens in byte order (null when none), from a struct of the fields: the order
+    says nothing about which reading (as written, swapped, a deletion...) gave which token."""
     n = len(fields)
     if n == 0:
         return pl.Series(fields.name, [], dtype=pl.List(PACKED))
     columns = [column.to_arrow() for column in fields.struct.unnest()]
     tokens, valid = keyed_digest_table(columns, combos, key, TOKEN_BYTES, length_prefixed=True)
-    keep = first_occurrences(tokens.view(np.uint64), valid) if len(combos) > 1 else valid
+    keep = valid
+    if len(combos) > 1:
+        keep = first_occurrences(tokens.view(np.uint64), valid)
+        tokens, keep = _in_byte_order(tokens, keep)
     counts = keep.sum(axis=1)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -86,6 +90,15 @@ def _distinct_tokens(fields: pl.Series, combos: list[tuple[int, ...]], key: byte
     values = pa.FixedSizeListArray.from_arrays(_arrow(kept), TOKEN_BYTES)
     lists = pa.LargeListArray.from_arrays(_arrow(offsets), values, mask=_arrow(counts == 0))
     return pl.Series(fields.name, lists)
+
+
+def _in_byte_order(tokens: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's kept tokens (n x readings x TOKEN_BYTES) sorted by their bytes, the others after them."""
+    words = tokens.reshape(len(tokens), -1, TOKEN_BYTES).view(">u8")  # big-endian: numeric order is byte order
+    last = np.iinfo(np.uint64).max
+    high, low = (np.where(keep, words[..., i], last) for i in (0, 1))
+    order = np.lexsort((low, high), axis=-1)
+    return np.take_along_axis(tokens, order[..., None], axis=1), np.take_along_axis(keep, order, axis=1)
 
 
 def _arrow(values: np.ndarray) -> pa.Array:

@@ -563,3 +563,15 @@ def test_nickname_variant_joins_direct_links_only(key_file):
     charles, sheryl, zelda, zelda_again = nickname_tokens(names, ["nicknames"], key_file)
     assert not charles & sheryl
     assert len(zelda) == 1 and zelda == zelda_again
+
+
+def test_a_rows_tokens_come_in_byte_order(key_file):
+    """The order of a row's tokens says nothing about which reading gave which (own name, swap, deletion)."""
+    from cleanroom.spec import MatchSpec
+
+    frame = pl.DataFrame({"first_name": ["Maria", "Jo", "Ann"], "last_name": ["Garcia", "Li", "Garcia"],
+                          "zip": ["27601"] * 3})
+    spec = MatchSpec(keys=[{"name": "k", "fields": ["first", "last", "zip5"],
+                            "variants": ["swap_names", "deletions:last"]}])
+    lists = hash_frame(frame, load_key(key_file), spec)[0]["k"].to_list()
+    assert all(len(tokens) > 2 and tokens == sorted(tokens) for tokens in lists)

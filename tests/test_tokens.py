@@ -95,7 +95,7 @@ def test_several_columns_give_several_distinct_tokens():
     frame = pl.DataFrame({"e1": ["a@x.org", "a@x.org", None], "e2": ["b@x.org", "a@x.org", None]})
     encodings = combinations([[pl.col("e1"), pl.col("e2")]])
     got = pl.from_arrow(unpacked(frame.select(token_list(encodings, subkey)))).to_series()
-    assert got[0].to_list() == [token(["a@x.org"], subkey), token(["b@x.org"], subkey)]
+    assert got[0].to_list() == sorted([token(["a@x.org"], subkey), token(["b@x.org"], subkey)])
     assert got[1].to_list() == [token(["a@x.org"], subkey)]
     assert got[2] is None
 
@@ -103,7 +103,7 @@ def test_several_columns_give_several_distinct_tokens():
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=3, max_size=3), min_size=1, max_size=20))
 def test_token_list_equals_reference(rows):
-    """Single and combined encodings: each row's distinct tokens in first-seen order, null when none."""
+    """Single and combined encodings: each row's distinct tokens in byte order, null when none."""
     subkey = KEY.subkey("k", FORMAT_VERSION)
     frame = pl.DataFrame(rows, schema={"a": pl.String, "b": pl.String, "c": pl.String}, orient="row")
     got = pl.from_arrow(unpacked(frame.select(
@@ -112,7 +112,7 @@ def test_token_list_equals_reference(rows):
     )))
     for (a, b, c), single, several in zip(rows, got["single"], got["several"], strict=True):
         assert (single.to_list() if single is not None else None) == ([token([a], subkey)] if a is not None else None)
-        want = list(dict.fromkeys(t for t in (token([a, c], subkey), token([b, c], subkey)) if t is not None))
+        want = sorted({t for t in (token([a, c], subkey), token([b, c], subkey)) if t is not None})
         assert (several.to_list() if several is not None else None) == (want or None)
 
 
