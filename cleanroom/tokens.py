@@ -94,7 +94,7 @@ def _distinct_tokens(fields: pl.Series, combos: list[tuple[int, ...]], key: byte
 
 def _in_byte_order(tokens: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's kept tokens (n x readings x TOKEN_BYTES) sorted by their bytes, the others after them."""
-    words = tokens.reshape(len(tokens), -1, TOKEN_BYTES).view(">u8")  # big-endian: numeric order is byte order
+    words = tokens.view(">u8")  # two words per token, big-endian: numeric order is byte order
     last = np.iinfo(np.uint64).max
     high, low = (np.where(keep, words[..., i], last) for i in (0, 1))
     order = np.lexsort((low, high), axis=-1)
