@@ -19,7 +19,7 @@ street, and a spec whose keys leave it out switches that family off.
 
 from __future__ import annotations
 
-from functools import partial
+from functools import cache, partial
 
 import polars as pl
 
@@ -82,9 +82,15 @@ def _linked_names(value: pl.Expr) -> list[pl.Expr]:
 
 
 def _linked_pair(value: pl.Expr, place: int) -> pl.Expr:
-    pairs = {name: "|".join(sorted((name, linked[place])))
-             for name, linked in nickname_links().items() if len(linked) > place}
+    pairs = _pairs_at(place)
     return value.replace_strict(list(pairs), list(pairs.values()), default=None, return_dtype=pl.String)
+
+
+@cache
+def _pairs_at(place: int) -> dict[str, str]:
+    """Name -> the pair of it and its `place`-th linked name, for names with that many links."""
+    return {name: "|".join(sorted((name, linked[place])))
+            for name, linked in nickname_links().items() if len(linked) > place}
 
 
 def _deletions(value: pl.Expr) -> list[pl.Expr]:

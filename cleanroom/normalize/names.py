@@ -111,18 +111,14 @@ def canonical_table() -> dict[str, str]:
     from the result until it is stable. A name with no longer canonical is its
     own canonical. Names absent from the table are unchanged.
     """
-    nn = NickNamer()
-    nick, canon = nn.nickname_lookup, nn.canonical_lookup
-    clean = {n: re.sub(r"[^a-z]", "", n) for n in set(nick) | set(canon)}
-
-    def linked(x: str) -> set[str]:
-        return {x} | nick.get(x, set()) | canon.get(x, set())
+    nick, canon = _package()
+    clean = {n: _letters(n) for n in set(nick) | set(canon)}
 
     def step(x: str) -> str:
         cands = [c for c in canon.get(x, ()) if len(c) > len(x)]
         if not cands:
             return x
-        return min(cands, key=lambda c: (-len(linked(x) & linked(c)), -len(nick.get(c, ())), len(c), c))
+        return min(cands, key=lambda c: (-len(_linked(x) & _linked(c)), -len(nick.get(c, ())), len(c), c))
 
     table: dict[str, str] = {}
     for name in sorted(clean):
@@ -143,16 +139,30 @@ def nickname_links() -> dict[str, list[str]]:
     Two names a nickname relation joins (Bill and Robert, Sam and Samuel) list each other even where
     `canonical_table` took them to different canonical names (the relation is symmetric in the package).
     """
-    nn = NickNamer()
-    nick, canon = nn.nickname_lookup, nn.canonical_lookup
+    nick, canon = _package()
     table = canonical_table()
 
     def canonical(name: str) -> str:
-        cleaned = re.sub(r"[^a-z]", "", name)
-        return table.get(cleaned, cleaned)
+        return table.get(_letters(name), _letters(name))
 
     links: dict[str, set[str]] = {}
     for name in set(nick) | set(canon):
-        links.setdefault(canonical(name), set()).update(
-            canonical(n) for n in {name} | nick.get(name, set()) | canon.get(name, set()))
+        links.setdefault(canonical(name), set()).update(canonical(n) for n in _linked(name))
     return {k: [k, *sorted(v - {k, ""})] for k, v in links.items() if k and v - {k, ""}}
+
+
+@cache
+def _package() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """The nicknames package's tables: name -> its formal forms, name -> its nicknames."""
+    nn = NickNamer()
+    return nn.nickname_lookup, nn.canonical_lookup
+
+
+def _linked(name: str) -> set[str]:
+    """The name and every name the package links to it directly."""
+    nick, canon = _package()
+    return {name} | nick.get(name, set()) | canon.get(name, set())
+
+
+def _letters(name: str) -> str:
+    return re.sub(r"[^a-z]", "", name)
