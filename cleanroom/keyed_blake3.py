@@ -305,21 +305,46 @@ def _large_binary(array: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 @compiled
-def first_occurrences(words, valid):
-    """keep[i, j]: valid[i, j] and row i's j-th 128-bit value (two uint64 words) not seen before in the row."""
-    rows, width = valid.shape
-    keep = np.zeros((rows, width), dtype=np.bool_)
+def distinct_in_byte_order(tokens, valid):
+    """Each row's distinct valid 16-byte tokens (rows x width x 16) in byte order, an order that says nothing
+    of their places; all rows' tokens one after another, and each row's count."""
+    rows, width, size = tokens.shape
+    out = np.empty((rows * width, size), dtype=np.uint8)
+    counts = np.zeros(rows, dtype=np.int64)
+    high = np.empty(width, dtype=np.uint64)  # the row's tokens so far as big-endian words, sorted
+    low = np.empty(width, dtype=np.uint64)
+    place = np.empty(width, dtype=np.int64)
+    start = 0
     for i in range(rows):
+        m = 0
         for j in range(width):
             if not valid[i, j]:
                 continue
-            seen = False
-            for p in range(j):
-                if keep[i, p] and words[i, p, 0] == words[i, j, 0] and words[i, p, 1] == words[i, j, 1]:
-                    seen = True
-                    break
-            keep[i, j] = not seen
-    return keep
+            h, lo = _big_endian(tokens, i, j, 0), _big_endian(tokens, i, j, 8)
+            p = m  # insertion sort: a row holds a few dozen tokens at most
+            while p > 0 and (high[p - 1] > h or (high[p - 1] == h and low[p - 1] > lo)):
+                p -= 1
+            if p > 0 and high[p - 1] == h and low[p - 1] == lo:
+                continue  # seen in this row already
+            for q in range(m, p, -1):
+                high[q], low[q], place[q] = high[q - 1], low[q - 1], place[q - 1]
+            high[p], low[p], place[p] = h, lo, j
+            m += 1
+        for p in range(m):
+            for k in range(size):
+                out[start + p, k] = tokens[i, place[p], k]
+        counts[i] = m
+        start += m
+    return out[:start], counts
+
+
+@numba.njit(inline="always")
+def _big_endian(tokens, i, j, at):
+    """Bytes at..at+7 of token (i, j) as one big-endian word: words compare as their bytes do."""
+    word = np.uint64(0)
+    for k in range(8):
+        word = (word << np.uint64(8)) | np.uint64(tokens[i, j, at + k])
+    return word
 
 
 if sys.byteorder != "little":  # the kernel reads message words through a native uint32 view

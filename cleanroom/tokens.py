@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from cleanroom.keyed_blake3 import first_occurrences, keyed_digest_table, keyed_digests_arrow
+from cleanroom.keyed_blake3 import distinct_in_byte_order, keyed_digest_table, keyed_digests_arrow
 from cleanroom.keys.secret import ConsortiumKey
 
 FORMAT_VERSION = 2
@@ -79,26 +79,17 @@ def _distinct_tokens(fields: pl.Series, combos: list[tuple[int, ...]], key: byte
         return pl.Series(fields.name, [], dtype=pl.List(PACKED))
     columns = [column.to_arrow() for column in fields.struct.unnest()]
     tokens, valid = keyed_digest_table(columns, combos, key, TOKEN_BYTES, length_prefixed=True)
-    keep = valid
     if len(combos) > 1:
-        keep = first_occurrences(tokens.view(np.uint64), valid)
-        tokens, keep = _in_byte_order(tokens, keep)
-    counts = keep.sum(axis=1)
+        distinct, counts = distinct_in_byte_order(tokens, valid)
+        kept = distinct.ravel()
+    else:
+        counts = valid.sum(axis=1)
+        kept = tokens.ravel() if counts.sum() == valid.size else tokens[valid].ravel()
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    kept = tokens.ravel() if offsets[-1] == keep.size else tokens[keep].ravel()
     values = pa.FixedSizeListArray.from_arrays(_arrow(kept), TOKEN_BYTES)
     lists = pa.LargeListArray.from_arrays(_arrow(offsets), values, mask=_arrow(counts == 0))
     return pl.Series(fields.name, lists)
-
-
-def _in_byte_order(tokens: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's kept tokens (n x readings x TOKEN_BYTES) sorted by their bytes, the others after them."""
-    words = tokens.view(">u8")  # two words per token, big-endian: numeric order is byte order
-    last = np.iinfo(np.uint64).max
-    high, low = (np.where(keep, words[..., i], last) for i in (0, 1))
-    order = np.lexsort((low, high), axis=-1)
-    return np.take_along_axis(tokens, order[..., None], axis=1), np.take_along_axis(keep, order, axis=1)
 
 
 def _arrow(values: np.ndarray) -> pa.Array:
