@@ -160,6 +160,29 @@ def _unique_emails(rng: np.random.Generator, email: pl.Series) -> pl.Series:
     return email
 
 
+def _mobile_numbers(rng: np.random.Generator, taken: pl.Series, n: int) -> pl.Series:
+    """`n` distinct mobile numbers in the voter file's area codes, none of them a number in `taken`.
+
+    A number belongs to one subscriber: drawn at random, some would be another
+    voter's landline (a few in a thousand at a small file's density).
+    """
+    areas = taken.str.slice(0, 3).unique().sort().to_numpy()
+    areas = areas if len(areas) else np.array(["202"])
+
+    def draw(k: int) -> pl.Series:
+        return (pl.Series(areas[rng.integers(0, len(areas), k)])
+                + pl.Series(rng.integers(200, 1000, k)).cast(pl.String)
+                + pl.Series(rng.integers(0, 10_000, k)).cast(pl.String).str.zfill(4))
+
+    mobile = draw(n)
+    for _ in range(20):
+        clash = mobile.is_in(taken.implode()) | ~mobile.is_first_distinct()
+        if not clash.any():
+            break
+        mobile = pl.select(pl.when(clash).then(draw(n)).otherwise(mobile)).to_series()
+    return mobile
+
+
 def _people(voters: pl.DataFrame, n_reg: int, n_non: int, rng: np.random.Generator) -> pl.DataFrame:
     """The pool: `n_reg` random voters and `n_non` people who are not in the file."""
     nv = len(voters)
@@ -201,11 +224,7 @@ def _people(voters: pl.DataFrame, n_reg: int, n_non: int, rng: np.random.Generat
     })
     people = pl.concat([reg, non])
     n = len(people)
-    areas = _digits(voters["phone"]).drop_nulls().str.slice(0, 3).unique().sort().to_numpy()
-    areas = areas if len(areas) else np.array(["202"])
-    mobile = (pl.Series(areas[rng.integers(0, len(areas), n)])
-              + pl.Series(rng.integers(200, 1000, n)).cast(pl.String)
-              + pl.Series(rng.integers(0, 10_000, n)).cast(pl.String).str.zfill(4))
+    mobile = _mobile_numbers(rng, _digits(voters["phone"]).drop_nulls(), n)
     keep_voter_phone = pl.Series(rng.random(n) < 0.7) & people["phone"].is_not_null()
     phone = pl.select(pl.when(keep_voter_phone).then(people["phone"]).otherwise(mobile)).to_series()
     year = people["dob"].dt.year().fill_null(1980)
