@@ -103,6 +103,20 @@ def test_truth_is_consistent_with_lists(voters: pl.DataFrame) -> None:
             assert checks[col].all(), (name, col)
 
 
+def test_a_phone_is_the_persons_own(voters: pl.DataFrame) -> None:
+    """A listed phone is the person's voter-file phone, or a number no voter and no other person has."""
+    lists, truth = generate_partners(voters, 2, sizes=3000, seed=8)
+    digits = pl.col("phone").str.replace_all(r"\D", "").str.replace(r"^1(\d{10})$", "$1")
+    rows = pl.concat([pl.concat([df, truth[n]], how="horizontal") for n, df in lists.items()])
+    rows = rows.select("person_id", "voter_id", digits).drop_nulls("phone").unique()
+    voter_phones = voters.select("voter_id", own=pl.col("phone"))
+    rows = rows.join(voter_phones, on="voter_id", how="left")
+    others = rows.filter(pl.col("phone") != pl.col("own").fill_null(""))
+    assert len(others) > 1000
+    assert not others["phone"].is_in(voters["phone"].drop_nulls().implode()).any()
+    assert others.group_by("phone").agg(pl.col("person_id").n_unique())["person_id"].max() == 1
+
+
 def test_default_noise_rates_land_near_settings(voters: pl.DataFrame) -> None:
     rates = {"typo": 0.2, "swap_names": 0.1, "missing": 0.15, "moved": 0.1, "duplicate": 0.05,
              "plus_tag": 0.2}
