@@ -37,6 +37,7 @@ class KeyInfo(BaseModel):
     name: str
     fields: list[str]
     variants: list[str] = Field(default_factory=list)
+    checked_by: list[str] | None = None
     non_null: int = Field(ge=0)
 
 

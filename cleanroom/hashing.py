@@ -187,7 +187,9 @@ class HashPlan:
                     name = f"__s{number[places[k.name, place]]}:{value.meta.output_name()}"
                     shares[name] = value.replace_strict(counted["value"], counted["len"] / rows, default=None)
                     expected = expected * pl.col(name)
-                gates[f"__g:{k.name}:{i}"] = expected <= bar  # null where a value is: no token then anyway
+                # null where a value is: no token then anyway; the margin keeps a product equal to the bar
+                # on the right side of float rounding, whatever the order of the multiplications
+                gates[f"__g:{k.name}:{i}"] = expected <= bar * (1 + 1e-9)
                 kept.append(tuple(pl.when(pl.col(f"__g:{k.name}:{i}")).then(value) for value in reading))
             tokens[k.name] = token_list(kept, self.subkeys[k.name])
         return replace(self, shares=shares, gates=gates, tokens=tokens)
@@ -418,7 +420,7 @@ def hash_file(
             normalizer_versions=normalize.versions(),
             row_count=summary.rows,
             keys=[
-                KeyInfo(name=k.name, fields=k.fields, variants=k.variants, non_null=summary.tokens_per_key[k.name])
+                KeyInfo(name=k.name, fields=k.fields, variants=k.variants, checked_by=k.checked_by, non_null=summary.tokens_per_key[k.name])
                 for k in spec.all_keys
             ],
             attributes=names,

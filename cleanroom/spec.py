@@ -79,6 +79,12 @@ class MatchKey(BaseModel):
     namesake seldom shares. A partner list drops them where it expects the values on more than one of its own
     rows (`hashing.PARTNER_MIN_BAR`), so the values a frequency count could read stay out of the broker's counts."""
 
+    checked_by: list[Name] | None = None
+    """Keys that can contradict a link by this key: a hit is not taken when the partner row and the reference
+    row both carry tokens of a checking key and share none, so a field the checking key adds (a birth year)
+    disagrees. The broker then also drops this key's hits to that reference row from rows sharing an email
+    with the contradicted row (one person). A checking key reads at least this key's variants."""
+
     @model_validator(mode="after")
     def _check_variants(self) -> MatchKey:
         for variant in self.variants:
@@ -176,6 +182,14 @@ class MatchSpec(BaseModel):
                     raise ValueError(f"keys[{index}] ({key.name}): unknown field {field!r}")
             if len(set(key.fields)) != len(key.fields):
                 raise ValueError(f"keys[{index}] ({key.name}): a field is repeated")
+        by_name = {key.name: key for key in keys}
+        for index, key in enumerate(keys):
+            for name in key.checked_by or []:
+                check = by_name.get(name)
+                if check is None or check is key:
+                    raise ValueError(f"keys[{index}] ({key.name}): checked_by names {name!r}, not another key")
+                if not set(key.variants) <= set(check.variants):
+                    raise ValueError(f"keys[{index}] ({key.name}): checking key {name!r} lacks some of its variants")
         return self
 
     def digest(self) -> str:

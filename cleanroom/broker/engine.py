@@ -13,8 +13,15 @@ from dataclasses import dataclass
 import polars as pl
 
 from cleanroom.attributes import AttributeProtection, protect_attributes, smallest_class
+from cleanroom.broker.checks import drop_contradicted
 from cleanroom.broker.load import JobInputs, LoadedBundle
-from cleanroom.broker.match import KeyStats, cascade, reference_index
+from cleanroom.broker.match import (
+    KeyStats,
+    cascade,
+    first_hits,
+    key_hits,
+    reference_index,
+)
 from cleanroom.broker.persons import resolve_persons
 from cleanroom.broker.scoring import score_partners
 from cleanroom.errors import SpecError, VerificationError
@@ -87,6 +94,10 @@ def run_match(
         ambiguous = scored.ambiguous
     else:
         primary_index, ambiguous = reference_index(inputs.primary)
+        hits, split = {}, {}
+        for partner in inputs.partners:
+            hits[partner.name], split[partner.name] = key_hits(partner, primary_index, keys)
+        hits, contradicted = drop_contradicted(inputs.primary, inputs.partners, hits)
     extra_indexes = [reference_index(r)[0] for r in inputs.references[1:]]
     protected = {r.name: _attribute_frame(r, k) for r in inputs.references}
     primary_attrs = protected[inputs.primary.name][0]
@@ -95,7 +106,9 @@ def run_match(
     frames, key_stats = [], {}
     for partner in inputs.partners:
         if mode == "cascade":
-            result = cascade(partner, primary_index, keys)
+            lost = contradicted.filter(pl.col("partner") == partner.name).group_by("rank").len()
+            result = first_hits(hits[partner.name], keys, split[partner.name],
+                                {keys[rank]: n for rank, n in lost.iter_rows()})
             key_stats[partner.name], matches = result.keys, result.matches
             has_token = pl.any_horizontal(pl.col(k).is_not_null() for k in keys)
         else:  # scoring has read every key already; reading them again would cost as much memory
@@ -114,10 +127,10 @@ def run_match(
     persons = resolve_persons(
         rows.select("partner", "p_idx", "ref_idx"),
         {p.name: p for p in inputs.partners},
-        reference_rows,
+        inputs.primary,
     )
     rows = through_contacts(rows.with_columns(persons, (persons < reference_rows).alias("registered")),
-                            one_to_one=mode == "score")
+                            one_to_one=mode == "score", refused=None if mode == "score" else contradicted)
     rows = _attach(rows, primary_attrs.drop("ref_idx").rename({"handle": "ref_handle"}), "ref_idx")
     for i, attrs in enumerate(extra_attrs):
         rows = _attach(rows, attrs.drop("ref_idx"), f"x{i}_idx")
@@ -132,16 +145,23 @@ def run_match(
     )
 
 
-def through_contacts(rows: pl.DataFrame, *, one_to_one: bool) -> pl.DataFrame:
+def through_contacts(rows: pl.DataFrame, *, one_to_one: bool, refused: pl.DataFrame | None = None) -> pl.DataFrame:
     """Rows without a link of their own whose person is a reference row take it, as rule SHARED_CONTACT.
 
     Such a row shares an email or phone token with rows linked to that reference
     row (person resolution), so it is the same person: listed with fewer or
     damaged fields. `one_to_one` (scored mode) keeps each reference row to one
     list person per partner: a row does not take a reference row its list links already.
+    Nor does a row take a reference row a checking key contradicted for it (`refused`:
+    partner, p_idx, ref_idx).
     """
     take = pl.col("ref_idx").is_null() & pl.col("registered")
     rows = rows.with_columns(pl.col("person").cast(rows.schema["ref_idx"]).alias("_person"))
+    if refused is not None:
+        refused = refused.select("partner", "p_idx", pl.col("ref_idx").cast(rows.schema["ref_idx"]).alias("_person"))
+        rows = rows.join(refused.unique().with_columns(pl.lit(True).alias("_refused")),
+                         on=["partner", "p_idx", "_person"], how="left", maintain_order="left")
+        take = take & pl.col("_refused").is_null()
     if one_to_one:
         taken = rows.filter(pl.col("ref_idx").is_not_null()).select("partner", pl.col("ref_idx").alias("_person"))
         rows = rows.join(taken.unique().with_columns(pl.lit(True).alias("_taken")), on=["partner", "_person"],
@@ -150,4 +170,4 @@ def through_contacts(rows: pl.DataFrame, *, one_to_one: bool) -> pl.DataFrame:
     return rows.with_columns(
         pl.when(take).then(pl.col("_person")).otherwise(pl.col("ref_idx")).alias("ref_idx"),
         pl.when(take).then(pl.lit(SHARED_CONTACT)).otherwise(pl.col("rule")).alias("rule"),
-    ).drop("_person", "_taken", strict=False)
+    ).drop("_person", "_taken", "_refused", strict=False)

@@ -23,6 +23,7 @@ class KeyStats:
     matched: int = 0
     conflicts: int = 0
     split: int = 0  # rows whose tokens point to several reference rows
+    contradicted: int = 0  # hits not taken because a checking key disagreed (`checks`)
 
 
 @dataclass
@@ -81,18 +82,24 @@ def _unique_hits(partner: LoadedBundle, table: pl.DataFrame, key: str) -> pl.Dat
     )
 
 
-def cascade(partner: LoadedBundle, index: dict[str, pl.DataFrame], keys: list[str]) -> CascadeResult:
-    """Run the cascade for one partner bundle against a reference index."""
-    hits = []
-    stats: dict[str, KeyStats] = {}
+def key_hits(partner: LoadedBundle, index: dict[str, pl.DataFrame], keys: list[str]) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Every unique hit (p_idx, ref_idx, rank: the key's position in `keys`), and per key the rows split over
+    several reference rows."""
+    hits, split = [], {}
     for rank, key in enumerate(keys):
         per_row = _unique_hits(partner, index[key], key)
-        stats[key] = KeyStats(split=per_row.filter(pl.col("targets") > 1).height)
+        split[key] = per_row.filter(pl.col("targets") > 1).height
         hits.append(
             per_row.filter(pl.col("targets") == 1)
             .select("p_idx", "ref_idx", pl.lit(rank, pl.UInt8).alias("rank"))
         )
-    every = pl.concat(hits)
+    return pl.concat(hits), split
+
+
+def first_hits(every: pl.DataFrame, keys: list[str], split: dict[str, int],
+               contradicted: dict[str, int] | None = None) -> CascadeResult:
+    """Each row's match at its first key with a unique hit; later hits elsewhere counted as conflicts."""
+    stats = {key: KeyStats(split=split[key], contradicted=(contradicted or {}).get(key, 0)) for key in keys}
     first = every.sort("rank").group_by("p_idx", maintain_order=True).first()
     conflicts = (
         every.join(first.select("p_idx", pl.col("ref_idx").alias("chosen")), on="p_idx")
@@ -106,3 +113,9 @@ def cascade(partner: LoadedBundle, index: dict[str, pl.DataFrame], keys: list[st
         stats[keys[rank]].matched = n
     rule = pl.col("rank").replace_strict(list(range(len(keys))), keys, return_dtype=pl.String)
     return CascadeResult(first.select("p_idx", "ref_idx", rule.alias("rule")), stats)
+
+
+def cascade(partner: LoadedBundle, index: dict[str, pl.DataFrame], keys: list[str]) -> CascadeResult:
+    """Run the cascade for one partner bundle against a reference index (no checking keys)."""
+    every, split = key_hits(partner, index, keys)
+    return first_hits(every, keys, split)

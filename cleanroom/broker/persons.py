@@ -4,6 +4,8 @@ A partner row matched to the voter file is the person of its reference row.
 Other rows are linked across (and within) partners by equal email or phone
 tokens: connected components by min-label propagation, seeded with the
 reference persons, so overlap counts include people who are not registered.
+A phone the reference holds on several rows is a household's line, not a
+person's, and links nobody.
 """
 
 from __future__ import annotations
@@ -22,17 +24,27 @@ def linking_keys(bundle: LoadedBundle) -> list[str]:
     return [k.name for k in bundle.manifest.keys if set(k.fields) in LINK_FIELDS]
 
 
-def resolve_persons(rows: pl.DataFrame, partners: dict[str, LoadedBundle], reference_rows: int) -> pl.Series:
+def shared_lines(reference: LoadedBundle) -> pl.LazyFrame:
+    """Tokens of the reference's phone keys held by more than one of its rows (household phones)."""
+    keys = [k.name for k in reference.manifest.keys if set(k.fields) == {"phone"}]
+    if not keys:
+        return pl.LazyFrame(schema={"token": pl.UInt128})
+    pairs = pl.concat([reference.key_tokens(key, "ref_idx") for key in keys]).unique()
+    return pairs.group_by("token").len().filter(pl.col("len") > 1).select("token")
+
+
+def resolve_persons(rows: pl.DataFrame, partners: dict[str, LoadedBundle], reference: LoadedBundle) -> pl.Series:
     """Person id per row of `rows` (columns partner, p_idx, ref_idx), in row order.
 
-    Ids below `reference_rows` are reference rows (registered people); the
-    others stand for unregistered people found only in partner lists.
+    Ids below the reference's row count are reference rows (registered people);
+    the others stand for unregistered people found only in partner lists.
 
     Each round, every shared token takes the smallest label of its rows, and
     every row not fixed to a reference row takes the smallest label of its
     tokens. Rounds run on dense integer arrays (tokens numbered once after a
     sort), so a round costs two segmented minimums.
     """
+    reference_rows = reference.manifest.row_count
     rows = rows.with_row_index("g")
     fixed = rows.get_column("ref_idx").is_not_null().to_numpy()
     labels = (
@@ -50,7 +62,7 @@ def resolve_persons(rows: pl.DataFrame, partners: dict[str, LoadedBundle], refer
             for key in linking_keys(bundle)
         ]
         or [pl.LazyFrame(schema={"g": pl.UInt32, "token": pl.UInt128})]
-    )
+    ).join(shared_lines(reference), on="token", how="anti")
     token = pl.col("token")
     shared = (
         edges.sort("token")

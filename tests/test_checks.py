@@ -1,0 +1,121 @@
+"""Checking keys and household phones: links the rest of a person's record contradicts are not made."""
+
+import polars as pl
+import pytest
+
+from cleanroom import create_identity, hash_file, load_identity, new_key
+from cleanroom.broker.engine import SHARED_CONTACT, run_match
+from cleanroom.broker.load import load_inputs
+from cleanroom.spec import MatchSpec
+
+KEYS = [
+    {"name": "email", "fields": ["email"]},
+    {"name": "phone", "fields": ["phone"]},
+    {"name": "name_zip", "fields": ["first_canon", "last", "zip5"], "variants": ["swap_names"],
+     "checked_by": ["name_year_zip"]},
+    {"name": "name_year_zip", "fields": ["first_canon", "last", "birth_year", "zip5"], "variants": ["swap_names"]},
+]
+
+VOTERS = pl.DataFrame({
+    "voter_id": ["V1", "V2", "V3", "V4", "V5"],
+    "first_name": ["Jane", "John", "Ada", "Max", "Ida"],
+    "last_name": ["Doe", "Roe", "Lind", "Lind", "Berg"],
+    "dob": ["1980-05-05", "1970-01-01", "1960-03-03", "1995-04-04", "1950-06-06"],
+    "zip": ["97201"] * 5,
+    "phone": [None, None, "5035550101", "5035550101", None],
+})
+
+LISTS = {
+    "a": pl.DataFrame({  # a1: Jane Doe's namesake, born 1991; a2: Ada Lind; a3: Ida Berg; a4: John Roe, born 1970;
+        # a5: Jane Doe
+        "email": ["jd91@example.org", "ada@example.org", "ida@example.org", "jr@example.org", "jane@example.org"],
+        "phone": [None, "5035550101", "5035550199", None, "5035550777"],
+        "first_name": ["Jane", "Ada", "Ida", "John", "Jane"],
+        "last_name": ["Doe", "Lind", "Berg", "Roe", "Doe"],
+        "dob": ["1991-02-02", None, None, "1970-12-12", "1980-05-05"],
+        "zip": ["97201"] * 5,
+    }),
+    "b": pl.DataFrame({  # b1: a1 again, no birth date; b2: John Roe; b3: a household member of Ada; b4: Ida, name
+        # lost; b5: another Jane Doe, born 1991, on Jane's phone
+        "email": ["jd91@example.org", "john.roe@example.org", "kid@example.org", "ib@example.org", None],
+        "phone": [None, None, "5035550101", "5035550199", "5035550777"],
+        "first_name": ["Jane", "John", "Kid", "Xq", "Jane"],
+        "last_name": ["Doe", "Roe", "Lind", "Zz", "Doe"],
+        "dob": [None, None, None, None, "1991-02-02"],
+        "zip": ["97201"] * 5,
+    }),
+}
+
+
+@pytest.fixture(scope="module")
+def links(tmp_path_factory):
+    """Voter id (or None) per (list, row), and the rule, from a cascade run on the lists above."""
+    root = tmp_path_factory.mktemp("checks")
+    spec = MatchSpec.model_validate({"keys": KEYS})
+    key = new_key("checks")
+
+    def identity(name):
+        create_identity(name, root / "id" / name, b"pw")
+        return load_identity(root / "id" / name, b"pw")
+
+    VOTERS.write_csv(root / "voters.csv")
+    hash_file(root / "voters.csv", root / "b" / "ref", root / "v" / "ref", key=key, spec=spec,
+              identity=identity("ref"), reference=True, id_column="voter_id")
+    for name, frame in LISTS.items():
+        frame.write_csv(root / f"{name}.csv")
+        hash_file(root / f"{name}.csv", root / "b" / name, root / "v" / name, key=key, spec=spec,
+                  identity=identity(name))
+    outcome = run_match(load_inputs([root / "b" / "ref"], [root / "b" / n for n in LISTS]))
+    voters = pl.read_parquet(root / "v" / "ref" / "vault.parquet").select(ref_handle="handle", voter=pl.col("id"))
+    found = {}
+    for name in LISTS:
+        rows = pl.read_parquet(root / "v" / name / "vault.parquet").select("handle", "row")
+        table = (outcome.rows.filter(pl.col("partner") == name).join(rows, on="handle")
+                 .join(voters, on="ref_handle", how="left").sort("row"))
+        found[name] = list(zip(table["voter"].to_list(), table["rule"].to_list()))
+    return found, outcome.key_stats
+
+
+def test_a_namesake_born_in_another_year_is_not_linked(links):
+    found, stats = links
+    assert found["a"][0] == (None, None)
+    assert found["a"][3] == ("V2", "name_zip")  # same birth year, another day: the year key agrees
+    assert stats["a"]["name_zip"].contradicted == 1
+
+
+def test_the_contradiction_holds_for_rows_sharing_the_email(links):
+    found, stats = links
+    assert found["b"][0] == (None, None)  # no birth date of its own; its email's other row was contradicted
+    assert found["b"][1] == ("V2", "name_zip")  # no birth date anywhere: nothing to contradict
+    assert stats["b"]["name_zip"].contradicted == 2
+
+
+def test_a_contradicted_row_does_not_take_the_voter_through_a_shared_contact(links):
+    found, _ = links
+    assert found["a"][4] == ("V1", "name_zip")
+    assert found["b"][4] == (None, None)  # shares Jane's phone, but its own birth year is not hers
+
+
+def test_a_household_phone_links_no_persons(links):
+    found, _ = links
+    assert found["a"][1] == ("V3", "name_zip")
+    assert found["b"][2] == (None, None)  # shares only Ada's household line (held by V3 and V4)
+    assert found["b"][3] == ("V5", SHARED_CONTACT)  # shares Ida's own phone
+
+
+@pytest.mark.parametrize(("checked_by", "message"), [
+    (["nope"], "not another key"),
+    (["name_zip"], "not another key"),
+    (["plain"], "lacks some of its variants"),
+])
+def test_checking_keys_are_validated(checked_by, message):
+    keys = [{**KEYS[2], "checked_by": checked_by}, KEYS[3], {"name": "plain", "fields": ["first_canon", "dob"]}]
+    with pytest.raises(ValueError, match=message):
+        MatchSpec.model_validate({"keys": keys})
+
+
+def test_checks_enter_the_digest_of_specs_that_have_them_only():
+    """Specs written before checking keys existed keep their digest (and their bundles stay joinable)."""
+    plain = [{k: v for k, v in key.items() if k != "checked_by"} for key in KEYS]
+    assert MatchSpec.model_validate({"keys": plain}).digest() != MatchSpec.model_validate({"keys": KEYS}).digest()
+    assert "checked_by" not in MatchSpec.model_validate({"keys": plain}).keys[2].model_dump(exclude_none=True)
