@@ -82,8 +82,8 @@ class MatchKey(BaseModel):
     checked_by: list[Name] | None = None
     """Keys that can contradict a link by this key: a hit is not taken when the partner row and the reference
     row both carry tokens of a checking key and share none, so a field the checking key adds (a birth year)
-    disagrees. The broker then also drops this key's hits to that reference row from rows sharing an email
-    with the contradicted row (one person). A checking key reads at least this key's variants."""
+    disagrees; nor by any later key, nor for rows sharing an email with the contradicted row (one person). A
+    checking key reads at least this key's variants."""
 
     @model_validator(mode="after")
     def _check_variants(self) -> MatchKey:

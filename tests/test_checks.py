@@ -14,6 +14,7 @@ KEYS = [
     {"name": "name_zip", "fields": ["first_canon", "last", "zip5"], "variants": ["swap_names"],
      "checked_by": ["name_year_zip"]},
     {"name": "name_year_zip", "fields": ["first_canon", "last", "birth_year", "zip5"], "variants": ["swap_names"]},
+    {"name": "name", "fields": ["first_canon", "last"]},  # later and unchecked
 ]
 
 VOTERS = pl.DataFrame({
@@ -67,37 +68,40 @@ def links(tmp_path_factory):
                   identity=identity(name))
     outcome = run_match(load_inputs([root / "b" / "ref"], [root / "b" / n for n in LISTS]))
     voters = pl.read_parquet(root / "v" / "ref" / "vault.parquet").select(ref_handle="handle", voter=pl.col("id"))
-    found = {}
+    found, registered = {}, {}
     for name in LISTS:
         rows = pl.read_parquet(root / "v" / name / "vault.parquet").select("handle", "row")
         table = (outcome.rows.filter(pl.col("partner") == name).join(rows, on="handle")
                  .join(voters, on="ref_handle", how="left").sort("row"))
         found[name] = list(zip(table["voter"].to_list(), table["rule"].to_list()))
-    return found, outcome.key_stats
+        registered[name] = table["registered"].to_list()
+    return found, outcome.key_stats, registered
 
 
 def test_a_namesake_born_in_another_year_is_not_linked(links):
-    found, stats = links
+    found, stats, _ = links
     assert found["a"][0] == (None, None)
     assert found["a"][3] == ("V2", "name_zip")  # same birth year, another day: the year key agrees
     assert stats["a"]["name_zip"].contradicted == 1
 
 
 def test_the_contradiction_holds_for_rows_sharing_the_email(links):
-    found, stats = links
+    found, stats, _ = links
     assert found["b"][0] == (None, None)  # no birth date of its own; its email's other row was contradicted
     assert found["b"][1] == ("V2", "name_zip")  # no birth date anywhere: nothing to contradict
     assert stats["b"]["name_zip"].contradicted == 2
 
 
 def test_a_contradicted_row_does_not_take_the_voter_through_a_shared_contact(links):
-    found, _ = links
+    found, _, registered = links
     assert found["a"][4] == ("V1", "name_zip")
     assert found["b"][4] == (None, None)  # shares Jane's phone, but its own birth year is not hers
+    assert registered["b"][4] is False  # nor is it counted as her person
+    assert registered["b"][0] is False and registered["a"][0] is False
 
 
 def test_a_household_phone_links_no_persons(links):
-    found, _ = links
+    found, _, _ = links
     assert found["a"][1] == ("V3", "name_zip")
     assert found["b"][2] == (None, None)  # shares only Ada's household line (held by V3 and V4)
     assert found["b"][3] == ("V5", SHARED_CONTACT)  # shares Ida's own phone

@@ -4,10 +4,10 @@ A key with `checked_by` links on fewer fields than a checking key (names and
 zip code against names, birth year and zip code). When a partner row hits a
 reference row by it, and both rows carry tokens of a checking key but share
 none, a field only the checking key holds disagrees: an unregistered namesake
-born in another year, not the voter. Such a hit is dropped, and so are the
-checked keys' hits to that reference row from every row sharing an email
-token with it, in any list: one person's birth year holds on all its rows,
-including those listed without one.
+born in another year, not the voter. The row is then not linked to that
+reference row by that key or any later one, and neither is every row sharing
+an email token with it, in any list: one person's birth year holds on all its
+rows, including those listed without one.
 
 The broker learns nothing new by it: that two rows agree on one key and not on
 another is what the cascade's conflicts and the scorer's patterns show too.
@@ -25,8 +25,8 @@ _PAIR = ["p_idx", "ref_idx"]
 def drop_contradicted(
     reference: LoadedBundle, partners: list[LoadedBundle], hits: dict[str, pl.DataFrame]
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """The hits (p_idx, ref_idx, rank) of each partner without contradicted ones, and the hits dropped
-    (partner, p_idx, ref_idx, rank)."""
+    """The hits (p_idx, ref_idx, rank) of each partner without contradicted ones (from the first checked key
+    on), and the hits dropped (partner, p_idx, ref_idx, rank)."""
     keys = reference.manifest.keys
     checked = {rank: key.checked_by for rank, key in enumerate(keys) if key.checked_by}
     if not checked:
@@ -40,7 +40,7 @@ def drop_contradicted(
     kept, lost = {}, []
     for partner in partners:
         frame = hits[partner.name]
-        gone = frame.filter(pl.col("rank").is_in(list(checked))).join(dropped[partner.name], on=_PAIR, how="semi")
+        gone = frame.filter(pl.col("rank") >= min(checked)).join(dropped[partner.name], on=_PAIR, how="semi")
         kept[partner.name] = frame.join(gone, on=[*_PAIR, "rank"], how="anti")
         lost.append(gone.select(pl.lit(partner.name).alias("partner"), *_PAIR, "rank"))
     return kept, pl.concat(lost)

@@ -124,13 +124,17 @@ def run_match(
         frames.append(rows.with_columns(pl.lit(partner.name).alias("partner")))
     rows = pl.concat(frames, how="diagonal_relaxed")
     reference_rows = primary_attrs.height
+    refused = pl.DataFrame(schema={"partner": pl.String, "p_idx": pl.UInt32, "ref_idx": pl.UInt32})
+    if mode == "cascade":
+        refused = contradicted.group_by("partner", "p_idx").agg(pl.col("ref_idx").first())
     persons = resolve_persons(
-        rows.select("partner", "p_idx", "ref_idx"),
+        rows.select("partner", "p_idx", "ref_idx").join(
+            refused.rename({"ref_idx": "refused"}), on=["partner", "p_idx"], how="left", maintain_order="left"),
         {p.name: p for p in inputs.partners},
         inputs.primary,
     )
     rows = through_contacts(rows.with_columns(persons, (persons < reference_rows).alias("registered")),
-                            one_to_one=mode == "score", refused=None if mode == "score" else contradicted)
+                            one_to_one=mode == "score")
     rows = _attach(rows, primary_attrs.drop("ref_idx").rename({"handle": "ref_handle"}), "ref_idx")
     for i, attrs in enumerate(extra_attrs):
         rows = _attach(rows, attrs.drop("ref_idx"), f"x{i}_idx")
@@ -145,23 +149,16 @@ def run_match(
     )
 
 
-def through_contacts(rows: pl.DataFrame, *, one_to_one: bool, refused: pl.DataFrame | None = None) -> pl.DataFrame:
+def through_contacts(rows: pl.DataFrame, *, one_to_one: bool) -> pl.DataFrame:
     """Rows without a link of their own whose person is a reference row take it, as rule SHARED_CONTACT.
 
     Such a row shares an email or phone token with rows linked to that reference
     row (person resolution), so it is the same person: listed with fewer or
     damaged fields. `one_to_one` (scored mode) keeps each reference row to one
     list person per partner: a row does not take a reference row its list links already.
-    Nor does a row take a reference row a checking key contradicted for it (`refused`:
-    partner, p_idx, ref_idx).
     """
     take = pl.col("ref_idx").is_null() & pl.col("registered")
     rows = rows.with_columns(pl.col("person").cast(rows.schema["ref_idx"]).alias("_person"))
-    if refused is not None:
-        refused = refused.select("partner", "p_idx", pl.col("ref_idx").cast(rows.schema["ref_idx"]).alias("_person"))
-        rows = rows.join(refused.unique().with_columns(pl.lit(True).alias("_refused")),
-                         on=["partner", "p_idx", "_person"], how="left", maintain_order="left")
-        take = take & pl.col("_refused").is_null()
     if one_to_one:
         taken = rows.filter(pl.col("ref_idx").is_not_null()).select("partner", pl.col("ref_idx").alias("_person"))
         rows = rows.join(taken.unique().with_columns(pl.lit(True).alias("_taken")), on=["partner", "_person"],
@@ -170,4 +167,4 @@ def through_contacts(rows: pl.DataFrame, *, one_to_one: bool, refused: pl.DataFr
     return rows.with_columns(
         pl.when(take).then(pl.col("_person")).otherwise(pl.col("ref_idx")).alias("ref_idx"),
         pl.when(take).then(pl.lit(SHARED_CONTACT)).otherwise(pl.col("rule")).alias("rule"),
-    ).drop("_person", "_taken", "_refused", strict=False)
+    ).drop("_person", "_taken", strict=False)

@@ -34,7 +34,8 @@ def shared_lines(reference: LoadedBundle) -> pl.LazyFrame:
 
 
 def resolve_persons(rows: pl.DataFrame, partners: dict[str, LoadedBundle], reference: LoadedBundle) -> pl.Series:
-    """Person id per row of `rows` (columns partner, p_idx, ref_idx), in row order.
+    """Person id per row of `rows` (columns partner, p_idx, ref_idx, and refused: a reference row the row
+    must not take, as a checking key contradicted it, or null), in row order.
 
     Ids below the reference's row count are reference rows (registered people);
     the others stand for unregistered people found only in partner lists.
@@ -80,10 +81,11 @@ def resolve_persons(rows: pl.DataFrame, partners: dict[str, LoadedBundle], refer
     row_starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
     touched = g_sorted[row_starts]
     free = ~fixed[touched]
+    refused = rows.get_column("refused").cast(pl.UInt64).fill_null(np.iinfo(np.uint64).max).to_numpy()[touched]
     for _ in range(MAX_ROUNDS):
         token_label = np.minimum.reduceat(labels[g], token_starts)
         best = np.minimum.reduceat(token_label[t][by_row], row_starts)
-        better = free & (best < labels[touched])
+        better = free & (best < labels[touched]) & (best != refused)
         if not better.any():
             break
         labels[touched[better]] = best[better]
