@@ -20,6 +20,7 @@ import polars as pl
 from cleanroom.broker.load import LoadedBundle
 
 _PAIR = ["p_idx", "ref_idx"]
+NONE_DROPPED = pl.DataFrame(schema={"partner": pl.String, "p_idx": pl.UInt32, "ref_idx": pl.UInt32, "rank": pl.UInt8})
 
 
 def drop_contradicted(
@@ -30,8 +31,7 @@ def drop_contradicted(
     keys = reference.manifest.keys
     checked = {rank: key.checked_by for rank, key in enumerate(keys) if key.checked_by}
     if not checked:
-        return hits, pl.DataFrame(schema={"partner": pl.String, "p_idx": pl.UInt32, "ref_idx": pl.UInt32,
-                                          "rank": pl.UInt8})
+        return hits, NONE_DROPPED
     theirs = {name: reference.token_pairs(name, "ref_idx").collect()
               for name in sorted({c for names in checked.values() for c in names})}
     carriers = {name: pairs.select("ref_idx").unique() for name, pairs in theirs.items()}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from cleanroom.attributes import AttributeProtection, protect_attributes, smallest_class
-from cleanroom.broker.checks import drop_contradicted
+from cleanroom.broker.checks import NONE_DROPPED, drop_contradicted
 from cleanroom.broker.load import JobInputs, LoadedBundle
 from cleanroom.broker.match import (
     KeyStats,
@@ -89,6 +89,7 @@ def run_match(
         attribute_names += reference.manifest.attributes
     if mode not in ("cascade", "score"):
         raise SpecError("match mode is 'cascade' or 'score'")
+    contradicted = NONE_DROPPED
     if mode == "score":
         scored = score_partners(inputs.partners, inputs.primary, target_precision=target_precision)
         ambiguous = scored.ambiguous
@@ -124,9 +125,7 @@ def run_match(
         frames.append(rows.with_columns(pl.lit(partner.name).alias("partner")))
     rows = pl.concat(frames, how="diagonal_relaxed")
     reference_rows = primary_attrs.height
-    refused = pl.DataFrame(schema={"partner": pl.String, "p_idx": pl.UInt32, "ref_idx": pl.UInt32})
-    if mode == "cascade":
-        refused = contradicted.group_by("partner", "p_idx").agg(pl.col("ref_idx").first())
+    refused = contradicted.group_by("partner", "p_idx").agg(pl.col("ref_idx").first())
     persons = resolve_persons(
         rows.select("partner", "p_idx", "ref_idx").join(
             refused.rename({"ref_idx": "refused"}), on=["partner", "p_idx"], how="left", maintain_order="left"),
