@@ -15,7 +15,8 @@ each in its own process (peak RSS from `os.wait4`, as in hash_throughput.py):
     reference tokens held by one row only (ambiguous ones counted), per partner
     and key the rows whose tokens point to exactly one reference row, the
     first-key-wins cascade with conflict counts, person resolution by the same
-    min-label propagation over shared email/phone tokens, and the report counts
+    min-label propagation over shared email/phone tokens (not phones the
+    reference holds on several rows), and the report counts
     (outcomes per rule, overlap sets and pairs, matched persons per attribute).
     DuckDB gets no verification work.
 
@@ -297,6 +298,9 @@ def run_duckdb(work: Path) -> dict:
     ambiguous = dict(con.execute(
         "SELECT rank, count(*) FILTER (WHERE holders > 1) FROM ref_held GROUP BY rank").fetchall())
     con.execute("CREATE TEMP TABLE ref_unique AS SELECT rank, token, ref_idx FROM ref_held WHERE holders = 1")
+    # phones held by several reference rows are household lines and link no persons
+    con.execute(f"CREATE TEMP TABLE shared_lines AS SELECT token FROM ref_held "
+                f"WHERE holders > 1 AND rank = {keys.index('phone')}")
     con.execute("DROP TABLE ref_held")
     part_long = " UNION ALL ".join(
         f"SELECT {pi} AS partner, {r} AS rank, unnest({k}) AS token, file_row_number AS p_idx "
@@ -335,7 +339,8 @@ def run_duckdb(work: Path) -> dict:
     con.execute(f"""
         CREATE TEMP TABLE edges AS
         WITH e AS (SELECT DISTINCT r.g, t.token, t.rank FROM part_tok t JOIN rows r USING (partner, p_idx)
-                   WHERE t.rank IN ({", ".join(map(str, link))}))
+                   WHERE t.rank IN ({", ".join(map(str, link))})
+                     AND NOT (t.rank = {keys.index('phone')} AND t.token IN (SELECT token FROM shared_lines)))
         SELECT g, rank, token FROM e QUALIFY count(*) OVER (PARTITION BY rank, token) > 1""")
     con.execute(f"""
         CREATE TEMP TABLE labels AS
