@@ -47,7 +47,8 @@ NICKNAMES = "nicknames"
 VARIANTS = (*NAME_VARIANTS, *DOB_VARIANTS, NICKNAMES, "deletions")
 """Error-tolerant variants a key may add as extra tokens of the same key:
 swap_names (first and last name exchanged), email_names (the names an email
-address spells as first.last or first_last), dob_dm_swap (day and month
+address spells as first.last or first_last, or run together beside the row's
+own last or first name), dob_dm_swap (day and month
 exchanged), dob_partial (the birth date with its day, its month or its year
 unknown: one wrong part; not with dob_dm_swap in one key, so that the scorer
 can tell the two apart), nicknames (the canonical first name also read
@@ -55,6 +56,10 @@ paired with each name the nickname table links to its group: Bill meets
 Robert, Sam meets Samuel; keys with first_canon), deletions:<field> (every
 single-character deletion of one field, so two values within one insert,
 delete, substitute or transpose share a token)."""
+
+VARIANT_VERSIONS = {"email_names": "2"}
+"""Variants whose readings changed, by version (part of the spec digest of specs using them): email_names 2
+reads names run together (johnsmith beside the row's last name Smith)."""
 
 VARIANT_FIELDS = {"street_name": "street"}
 """Derived fields that are error-tolerant variants of another field, used in keys
@@ -201,6 +206,9 @@ class MatchSpec(BaseModel):
             "keys": [key.model_dump(exclude_none=True) for key in self.all_keys],
             "normalizers": normalize.versions(),
         }
+        used = {v.partition(":")[0] for key in self.all_keys for v in key.variants}
+        if used & set(VARIANT_VERSIONS):  # digests of specs without a changed variant stay as they were
+            body["variants"] = {v: VARIANT_VERSIONS[v] for v in sorted(used & set(VARIANT_VERSIONS))}
         return blake3.blake3(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def with_columns(self, columns: dict[str, str]) -> MatchSpec:

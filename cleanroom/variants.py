@@ -2,8 +2,9 @@
 
 A key may add tokens for: first and last name exchanged (swap_names), the
 names an email address spells (email_names: maria.garcia@... reads as Maria
-Garcia), day and month exchanged (dob_dm_swap), the birth date with one of its
-parts unknown (dob_partial: a date with a wrong day, month or year still meets
+Garcia, and so does mariagarcia@... on a row whose last name is Garcia or
+first name Maria), day and month exchanged (dob_dm_swap), the birth date with
+one of its parts unknown (dob_partial: a date with a wrong day, month or year still meets
 the true one; the scorer reads such a key as showing `dob_partial`, not the
 birth date), the canonical first name paired with each name the nickname
 table links to its group (nicknames: Bill meets Robert, where the table's
@@ -25,6 +26,7 @@ import polars as pl
 
 from cleanroom import normalize
 from cleanroom.bundle import KeyInfo
+from cleanroom.normalize import names as names_clean
 from cleanroom.normalize.generic import via_distinct
 from cleanroom.normalize.names import nickname_links
 from cleanroom.spec import NICKNAMES, PARTIAL_DOB, MatchKey, MatchSpec
@@ -37,7 +39,8 @@ def name_readings(
     spec: MatchSpec, columns: dict[str, str], used: set[str], derived: dict[str, pl.Expr]
 ) -> dict[str, dict[str, list[str]]]:
     """Other readings of a row's names, per variant that asks for one: swap_names (first and last name
-    columns exchanged), email_names (the names an email address spells as first.last or first_last).
+    columns exchanged), email_names (the names an email address spells as first.last or first_last, or run
+    together beside the row's own last or first name).
 
     Their expressions are added to `derived`; returns variant -> field -> derived column names.
     """
@@ -48,7 +51,8 @@ def name_readings(
             _add(readings.setdefault("swap_names", {}), f"__s{i}",
                  normalize.derive(_EXCHANGE[field_type], pl.col(column)), used, derived)
         if "email_names" in wanted and field_type == "email":
-            first, last = _email_names(pl.col(column))
+            first, last = _email_names(pl.col(column), _column_of(columns, "first_name"),
+                                       _column_of(columns, "last_name"))
             for j, (name_type, expr) in enumerate((("first_name", first), ("last_name", last))):
                 _add(readings.setdefault("email_names", {}), f"__m{i}.{j}", normalize.derive(name_type, expr),
                      used, derived)
@@ -64,12 +68,29 @@ def _add(reading: dict[str, list[str]], prefix: str, produced: dict[str, pl.Expr
             reading.setdefault(field, []).append(f"{prefix}:{field}")
 
 
-def _email_names(email: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """First and last name spelt by an address's local part as first.last, first_last or first-last
-    (digits dropped); null for any other shape."""
+def _column_of(columns: dict[str, str], field_type: str) -> pl.Expr | None:
+    return next((pl.col(c) for c, t in columns.items() if t == field_type), None)
+
+
+def _email_names(email: pl.Expr, first: pl.Expr | None, last: pl.Expr | None) -> tuple[pl.Expr, pl.Expr]:
+    """First and last name spelt by an address's local part (digits dropped) as first.last, first_last or
+    first-last, or run together where one end is the row's own last or first name (johnsmith on a row
+    named Smith, or John; at least two letters left for the other name); null for any other shape."""
     local = email.cast(pl.String).str.to_lowercase().str.extract(r"([a-z0-9._-]+)@", 1).str.replace_all("[0-9]", "")
     parts = local.str.extract_groups(r"^([a-z]{2,})[._-]([a-z]{2,})$")
-    return parts.struct.field("1"), parts.struct.field("2")
+    readings = [(parts.struct.field("1"), parts.struct.field("2"))]
+    joined = pl.when(local.str.contains(r"^[a-z]+$")).then(local)
+    if last is not None:
+        own = names_clean.last(last)
+        rest = joined.str.strip_suffix(own)
+        spelt = joined.str.ends_with(own) & (rest.str.len_chars() >= 2)
+        readings.append((pl.when(spelt).then(rest), pl.when(spelt).then(own)))
+    if first is not None:
+        own = names_clean.first(first)
+        rest = joined.str.strip_prefix(own)
+        spelt = joined.str.starts_with(own) & (rest.str.len_chars() >= 2)
+        readings.append((pl.when(spelt).then(own), pl.when(spelt).then(rest)))
+    return pl.coalesce(r[0] for r in readings), pl.coalesce(r[1] for r in readings)
 
 
 def _linked_names(value: pl.Expr) -> list[pl.Expr]:

@@ -396,6 +396,32 @@ def test_email_names_meet_the_names_the_address_spells():
     assert not any(set(t) & set(a["plain"].to_list()[0]) for t in b["plain"].to_list())
 
 
+def test_email_names_read_names_run_together_beside_the_rows_own():
+    """mariagarcia@ spells Maria Garcia on a row whose last name is Garcia or first name Maria (a nickname
+    or a misspelt name on the form); not where neither name is the row's, nor with one letter left over."""
+    spec = MatchSpec(keys=[{"name": "k", "fields": ["first_canon", "last", "zip5"], "variants": ["email_names"]}])
+    clean = pl.DataFrame({"first_name": ["Maria"], "last_name": ["Garcia"], "zip": ["27601"]})
+    noisy = pl.DataFrame({"first_name": ["Mraia", "Maria", "Mraia", "Mraia", "Mraia"],
+                          "last_name": ["Garcia", "Gracia", "Gracia", "Garcia", "Garcia"],
+                          "zip": ["27601"] * 5,
+                          "email": ["mariagarcia85@example.org", "MariaGarcia@example.org", "mariagarcia@example.org",
+                                    "mgarcia@example.org", "maria.g.arcia@example.org"]})
+    want = set(hash_frame(clean, KEY, spec)[0]["k"].to_list()[0])
+    met = [bool(set(hash_frame(noisy[i], KEY, spec)[0]["k"].to_list()[0]) & want) for i in range(noisy.height)]
+    assert met == [True, True, False, False, False]
+
+
+def test_a_changed_variant_enters_the_digest_of_specs_using_it_only(monkeypatch):
+    """Bundles hashed before and after a variant's readings changed do not join silently."""
+    import cleanroom.spec as spec_module
+
+    with_it = MatchSpec(keys=[{"name": "k", "fields": ["first", "last"], "variants": ["email_names"]}])
+    without = MatchSpec(keys=[{"name": "k", "fields": ["first", "last"], "variants": ["swap_names"]}])
+    before = with_it.digest(), without.digest()
+    monkeypatch.setitem(spec_module.VARIANT_VERSIONS, "email_names", "99")
+    assert with_it.digest() != before[0] and without.digest() == before[1]
+
+
 def test_birth_date_variants_hash_these_values():
     """Golden: the values behind the birth-date variant tokens, which partners hashing with different
     versions must agree on."""
@@ -434,10 +460,11 @@ def test_a_partial_birth_date_is_its_own_field_nested_under_the_date():
 
 def test_default_spec_uses_precise_variants_only():
     """The default keeps precision: swapped names, names from the email, day/month; deletion
-    neighbourhoods only on keys kept to rare names; no partial dates or nicknames."""
+    neighbourhoods only on keys kept to rare names; partial dates only beside both names; no nicknames."""
     keys = load_spec().all_keys
     assert {v for k in keys for v in k.variants if not v.startswith("deletions:")} == {
-        "swap_names", "email_names", "dob_dm_swap"}
+        "swap_names", "email_names", "dob_dm_swap", "dob_partial"}
+    assert all({"first_canon", "last"} <= set(k.fields) for k in keys if "dob_partial" in k.variants)
     with_deletions = [k for k in keys if any(v.startswith("deletions:") for v in k.variants)]
     assert with_deletions and all(k.max_expected_holders is not None and k.max_expected_holders <= 0.01
                                   for k in with_deletions)
