@@ -10,7 +10,7 @@ from cleanroom import create_identity, hash_file, load_identity, load_spec, new_
 from cleanroom.audit import load_checkpoint, verify_log
 from cleanroom.broker.duplicates import list_persons
 from cleanroom.broker.engine import SHARED_CONTACT, run_match, through_contacts
-from cleanroom.broker.job import AUDIT_FILE, BrokerState, match_job, segment_job
+from cleanroom.broker.job import AUDIT_FILE, KEY_COUNTS_FILE, ROWS_FILE, BrokerState, match_job, segment_job
 from cleanroom.broker.load import load_inputs
 from cleanroom.broker.releases import RELEASE_FILE, verify_release
 from cleanroom.cli import main
@@ -88,6 +88,14 @@ def test_job_reports_releases_and_audit(world, tmp_path):
         handles = set(pl.read_parquet(folder / RELEASE_FILE)["handle"])
         own = set(pl.read_parquet(world["root"] / "vaults" / name / "vault.parquet")["handle"])
         assert handles and handles <= own and len(handles) == manifest.rows
+    counts = json.loads((tmp_path / "job" / KEY_COUNTS_FILE).read_text())
+    keys = [k.name for k in load_spec().all_keys]
+    rules = pl.read_parquet(tmp_path / "job" / ROWS_FILE).filter(pl.col("rule").is_in(keys))
+    assert set(counts["ambiguous"]) == set(keys) and counts["ambiguous"]["canon_name_zip"] > 0
+    for name in PARTNERS:
+        per_key = counts["partners"][name]
+        assert sum(c["matched"] for c in per_key.values()) == rules.filter(pl.col("partner") == name).height > 0
+        assert sum(c["contradicted"] for c in per_key.values()) > 0
     cp = load_checkpoint(tmp_path / "job" / "checkpoint.json")
     log = verify_log(world["root"] / "state-job" / AUDIT_FILE, world["ids"]["Broker"].card, [cp])
     assert [e.kind for e in log.entries][:2] == ["job", "report"]

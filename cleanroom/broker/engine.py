@@ -8,7 +8,7 @@ reports and releases are derived from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import polars as pl
 
@@ -40,6 +40,15 @@ class MatchOutcome:
     partners: list[str]
     reprotected: dict[str, AttributeProtection]  # references whose attributes were coarsened on load
     key_order: list[str]  # the spec's keys in cascade priority, then SHARED_CONTACT
+
+    def key_counts(self) -> dict:
+        """Per key: ambiguous reference token values; per partner and key: rows matched, conflicts, split and
+        contradicted hits (exact counts, broker-only: the job keeps them in internal/)."""
+        return {
+            "ambiguous": self.ambiguous,
+            "partners": {partner: {key: asdict(stats) for key, stats in keys.items()}
+                         for partner, keys in self.key_stats.items()},
+        }
 
     def match_table(self) -> pl.DataFrame:
         """Partner, partner handle, reference handle, rule, score: the evaluation view."""

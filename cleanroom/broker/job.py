@@ -3,7 +3,8 @@
 A job folder holds `job.json` (what was run), `report/` (protected
 aggregates for the coordinator), `releases/<partner>/` (each partner's own
 handles, signed) and `internal/` (the broker-only match table that later
-segments are cut from; it never leaves the broker). The folder is written in
+segments are cut from, and the cascade's exact counts per key; it never leaves
+the broker). The folder is written in
 a staging place and appears only when complete. Every job, report, release
 and refusal is appended to the broker's audit log, and a signed checkpoint of
 the log's head is written with each job.
@@ -34,6 +35,7 @@ from cleanroom.privacy import BudgetLedger, PrivacyPolicy, noisy_counts
 AUDIT_FILE = "audit.jsonl"
 LEDGER_FILE = "ledger.sqlite"
 ROWS_FILE = "internal/rows.parquet"
+KEY_COUNTS_FILE = "internal/key_counts.json"
 SEGMENT_EPSILON_SHARE = 0.2  # of a report's epsilon, for a segment's size check
 
 
@@ -137,6 +139,7 @@ def match_job(
         write_report(report, staging / "report")
         (staging / "internal").mkdir()
         outcome.rows.write_parquet(staging / ROWS_FILE)
+        (staging / KEY_COUNTS_FILE).write_text(json.dumps(outcome.key_counts(), indent=2) + "\n")
         releases = _release(state, record, outcome.rows, None, staging / "releases")
         save_checkpoint(state.audit.checkpoint(), staging / "checkpoint.json")
     return report, releases
