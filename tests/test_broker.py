@@ -66,8 +66,9 @@ def test_match_quality_on_default_noise(world):
     vaults = {n: pl.read_parquet(world["root"] / "vaults" / n / "vault.parquet") for n in PARTNERS}
     result = evaluate(outcome.match_table(), world["truth"], vaults,
                       pl.read_parquet(world["root"] / "vaults" / "ref" / "vault.parquet"))
-    assert result.overall.precision >= 0.99
-    assert result.overall.recall >= 0.80
+    # the engine issue's bars (fixed seed; 0.9953 / 0.9612 when last measured)
+    assert result.overall.precision >= 0.995
+    assert result.overall.recall >= 0.95
 
 
 def test_job_reports_releases_and_audit(world, tmp_path):
