@@ -48,26 +48,10 @@ LISTS = {
 }
 
 
-# One person's rows linked to two voters: c1 (moved next to a namesake, no phone) and d1 by names and zip
-# code, c2 by the phone of its own voter (V6); d2 by names and zip code too, another zip.
-NAMESAKES = pl.DataFrame({
-    "voter_id": ["V6", "V7", "V8", "V9"],
-    "first_name": ["Tom", "Tom", "Ann", "Ann"],
-    "last_name": ["Hale", "Hale", "Holt", "Holt"],
-    "dob": ["1980-05-05", "1970-01-01", "1960-03-03", "1995-04-04"],
-    "zip": ["97201", "97202", "97201", "97203"],
-    "phone": ["5035550600", None, None, None],
-})
-MOVERS = {
-    "c": pl.DataFrame({"email": ["tom@example.org", "ann@example.org"], "phone": [None, None],
-                       "first_name": ["Tom", "Ann"], "last_name": ["Hale", "Holt"], "zip": ["97202", "97201"]}),
-    "d": pl.DataFrame({"email": ["tom@example.org", "ann@example.org"], "phone": ["5035550600", None],
-                       "first_name": ["Thomas", "Ann"], "last_name": ["Hale", "Holt"], "zip": ["97201", "97203"]}),
-}
-
-
-def _cascade(root, voters, lists):
-    """Voter id (or None) and rule per (list, row), key stats, and whether each row's person is registered."""
+@pytest.fixture(scope="module")
+def links(tmp_path_factory):
+    """Voter id (or None) per (list, row), and the rule, from a cascade run on the lists above."""
+    root = tmp_path_factory.mktemp("checks")
     spec = MatchSpec.model_validate({"keys": KEYS})
     key = new_key("checks")
 
@@ -75,33 +59,23 @@ def _cascade(root, voters, lists):
         create_identity(name, root / "id" / name, b"pw")
         return load_identity(root / "id" / name, b"pw")
 
-    voters.write_csv(root / "voters.csv")
+    VOTERS.write_csv(root / "voters.csv")
     hash_file(root / "voters.csv", root / "b" / "ref", root / "v" / "ref", key=key, spec=spec,
               identity=identity("ref"), reference=True, id_column="voter_id")
-    for name, frame in lists.items():
+    for name, frame in LISTS.items():
         frame.write_csv(root / f"{name}.csv")
         hash_file(root / f"{name}.csv", root / "b" / name, root / "v" / name, key=key, spec=spec,
                   identity=identity(name))
-    outcome = run_match(load_inputs([root / "b" / "ref"], [root / "b" / n for n in lists]))
+    outcome = run_match(load_inputs([root / "b" / "ref"], [root / "b" / n for n in LISTS]))
     voters = pl.read_parquet(root / "v" / "ref" / "vault.parquet").select(ref_handle="handle", voter=pl.col("id"))
     found, registered = {}, {}
-    for name in lists:
+    for name in LISTS:
         rows = pl.read_parquet(root / "v" / name / "vault.parquet").select("handle", "row")
         table = (outcome.rows.filter(pl.col("partner") == name).join(rows, on="handle")
                  .join(voters, on="ref_handle", how="left").sort("row"))
         found[name] = list(zip(table["voter"].to_list(), table["rule"].to_list()))
         registered[name] = table["registered"].to_list()
     return found, outcome.key_stats, registered
-
-
-@pytest.fixture(scope="module")
-def links(tmp_path_factory):
-    return _cascade(tmp_path_factory.mktemp("checks"), VOTERS, LISTS)
-
-
-@pytest.fixture(scope="module")
-def movers(tmp_path_factory):
-    return _cascade(tmp_path_factory.mktemp("movers"), NAMESAKES, MOVERS)
 
 
 def test_a_namesake_born_in_another_year_is_not_linked(links):
@@ -131,20 +105,6 @@ def test_a_household_phone_links_no_persons(links):
     assert found["a"][1] == ("V3", "name_zip")
     assert found["b"][2] == (None, None)  # shares only Ada's household line (held by V3 and V4)
     assert found["b"][3] == ("V5", SHARED_CONTACT)  # shares Ida's own phone
-
-
-def test_a_row_is_not_linked_to_a_namesake_where_its_email_links_its_own_voter(movers):
-    found, _, _ = movers
-    assert found["d"][0] == ("V6", "phone")
-    assert found["c"][0] == ("V6", SHARED_CONTACT)  # not V7, the namesake in the zip it moved to
-
-
-def test_two_rows_of_one_email_linked_to_two_voters_by_one_key_are_both_left_unlinked(movers):
-    found, stats, registered = movers
-    assert found["c"][1] == (None, None) and found["d"][1] == (None, None)
-    assert registered["c"][1] is False and registered["d"][1] is False
-    # counted per row whose first hit was not taken: both rows of c, the second of d (the first links by phone)
-    assert stats["c"]["name_zip"].contradicted == 2 and stats["d"]["name_zip"].contradicted == 1
 
 
 @pytest.mark.parametrize(("checked_by", "message"), [

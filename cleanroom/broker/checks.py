@@ -9,14 +9,8 @@ reference row by that key or any later one, and neither is every row sharing
 an email token with it, in any list: one person's birth year holds on all its
 rows, including those listed without one.
 
-Nor is a checked key's hit taken when a row sharing an email token with it
-links another reference row by as early a key: one person is one voter, and
-the earlier key (a phone, names and birth date) is the better evidence; two
-rows linked to two voters by one key are both left to later keys.
-
 The broker learns nothing new by it: that two rows agree on one key and not on
-another is what the cascade's conflicts and the scorer's patterns show too,
-and which rows share an email is what person resolution reads.
+another is what the cascade's conflicts and the scorer's patterns show too.
 """
 
 from __future__ import annotations
@@ -42,25 +36,13 @@ def drop_contradicted(
               for name in sorted({c for names in checked.values() for c in names})}
     carriers = {name: pairs.select("ref_idx").unique() for name, pairs in theirs.items()}
     dropped = {p.name: _contradicted(theirs, carriers, p, hits[p.name], checked) for p in partners}
-    email_keys = [k.name for k in keys if k.fields == ["email"]]
-    emails = {
-        p.name: pl.concat([p.token_pairs(key, "p_idx") for key in email_keys]).unique().collect() for p in partners
-    } if email_keys else {}
-    kept, lost = _without(hits, _through_emails(emails, dropped), min(checked))
-    if emails:
-        kept, lost_too = _without(kept, _linked_elsewhere(emails, kept, list(checked)), min(checked))
-        lost = pl.concat([lost, lost_too])
-    return kept, lost
-
-
-def _without(hits: dict[str, pl.DataFrame], pairs: dict[str, pl.DataFrame],
-             first_rank: int) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """Per partner, the hits less those of `pairs` (p_idx, ref_idx) from `first_rank` on; and those dropped."""
+    dropped = _through_emails(partners, dropped, [k.name for k in keys if k.fields == ["email"]])
     kept, lost = {}, []
-    for name, frame in hits.items():
-        gone = frame.filter(pl.col("rank") >= first_rank).join(pairs[name], on=_PAIR, how="semi")
-        kept[name] = frame.join(gone, on=[*_PAIR, "rank"], how="anti")
-        lost.append(gone.select(pl.lit(name).alias("partner"), *_PAIR, "rank"))
+    for partner in partners:
+        frame = hits[partner.name]
+        gone = frame.filter(pl.col("rank") >= min(checked)).join(dropped[partner.name], on=_PAIR, how="semi")
+        kept[partner.name] = frame.join(gone, on=[*_PAIR, "rank"], how="anti")
+        lost.append(gone.select(pl.lit(partner.name).alias("partner"), *_PAIR, "rank"))
     return kept, pl.concat(lost)
 
 
@@ -81,10 +63,14 @@ def _contradicted(theirs: dict[str, pl.DataFrame], carriers: dict[str, pl.DataFr
     return pl.concat(found).unique() if found else pl.DataFrame(schema=dict.fromkeys(_PAIR, pl.UInt32))
 
 
-def _through_emails(emails: dict[str, pl.DataFrame], dropped: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+def _through_emails(partners: list[LoadedBundle], dropped: dict[str, pl.DataFrame],
+                    email_keys: list[str]) -> dict[str, pl.DataFrame]:
     """`dropped` plus, per partner, (p_idx, ref_idx) of rows sharing an email token with a dropped pair's row."""
-    if not emails:
+    if not email_keys:
         return dropped
+    emails = {
+        p.name: pl.concat([p.token_pairs(key, "p_idx") for key in email_keys]).unique().collect() for p in partners
+    }
     wrong = pl.concat(
         [dropped[name].join(emails[name], on="p_idx").select("token", "ref_idx") for name in emails]
     ).unique()
@@ -92,27 +78,3 @@ def _through_emails(emails: dict[str, pl.DataFrame], dropped: dict[str, pl.DataF
         name: pl.concat([dropped[name], emails[name].join(wrong, on="token").select(_PAIR)]).unique()
         for name in emails
     }
-
-
-def _linked_elsewhere(emails: dict[str, pl.DataFrame], hits: dict[str, pl.DataFrame],
-                      checked_ranks: list[int]) -> dict[str, pl.DataFrame]:
-    """Per partner, (p_idx, ref_idx) of rows' first hits, by a checked key, where another row sharing an
-    email token (any list) has its first hit, by as early a key, on another reference row: one person, two
-    voters. Of two such rows linked by one key neither link is taken."""
-    first = {name: frame.filter(pl.col("rank") == pl.col("rank").min().over("p_idx")) for name, frame in hits.items()}
-    firsts = pl.concat([
-        frame.group_by("p_idx").agg(pl.col("ref_idx").first(), pl.col("rank").first(),
-                                    pl.col("ref_idx").n_unique().alias("voters"))
-        .filter(pl.col("voters") == 1).join(emails[name], on="p_idx").select(
-            "token", pl.lit(name).alias("their_partner"), pl.col("p_idx").alias("their_p_idx"),
-            pl.col("ref_idx").alias("their_ref_idx"), pl.col("rank").alias("their_rank"))
-        for name, frame in first.items()
-    ])
-    found = {}
-    for name, frame in first.items():
-        mine = frame.filter(pl.col("rank").is_in(checked_ranks)).join(emails[name], on="p_idx")
-        other_row = (pl.col("their_partner") != name) | (pl.col("their_p_idx") != pl.col("p_idx"))
-        clash = mine.join(firsts, on="token").filter(
-            other_row & (pl.col("their_ref_idx") != pl.col("ref_idx")) & (pl.col("their_rank") <= pl.col("rank")))
-        found[name] = clash.select(_PAIR).unique()
-    return found

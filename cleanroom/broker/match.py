@@ -23,7 +23,7 @@ class KeyStats:
     matched: int = 0
     conflicts: int = 0
     split: int = 0  # rows whose tokens point to several reference rows
-    contradicted: int = 0  # hits not taken: a checking key disagreed, or the person links another row (`checks`)
+    contradicted: int = 0  # hits not taken because a checking key disagreed (`checks`)
 
 
 @dataclass
