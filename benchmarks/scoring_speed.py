@@ -6,7 +6,8 @@
 Generates a voter file and one partner list (hard profile, full field
 coverage), hashes both with the scored spec through the real hash path
 (timed separately), then times verification + scoring + one-to-one linking in
-a fresh process and reports its peak RSS. With `--keep DIR` the hashed bundles
+a fresh process and reports its peak RSS, then (untimed) the links' precision
+and recall against the generator's ground truth. With `--keep DIR` the hashed bundles
 stay in DIR (one folder per size and spec) and a later run with the same
 options reuses them instead of hashing again. Record the figures in
 docs/benchmarks.md.
@@ -23,9 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import polars as pl
+
 from cleanroom import create_identity, hash_file, load_identity, load_spec, new_key
 from cleanroom.broker.engine import run_match
 from cleanroom.broker.load import load_inputs
+from cleanroom.evaluate import evaluate
 from cleanroom.synth import generate_partners, generate_voters, write_frame
 
 SPEC = Path(__file__).parent.parent / "examples" / "scored_spec.toml"
@@ -34,15 +38,17 @@ SPEC = Path(__file__).parent.parent / "examples" / "scored_spec.toml"
 def build(work: Path, voters: int, size: int, spec: Path) -> None:
     key, scored = new_key("speed"), load_spec(spec)
     people = generate_voters(voters, seed=1)
-    lists, _ = generate_partners(people, 1, sizes=size, seed=1, profile="hard",
-                                 noise={"address_shares": (1.0,), "dob_shares": (1.0,)})
+    lists, truth = generate_partners(people, 1, sizes=size, seed=1, profile="hard",
+                                     noise={"address_shares": (1.0,), "dob_shares": (1.0,)})
     write_frame(people, work / "voters.parquet")
+    next(iter(truth.values())).write_parquet(work / "truth.parquet")
     write_frame(next(iter(lists.values())), work / "partner.parquet")
     for name, source, reference in (("voters", "voters.parquet", True), ("partner", "partner.parquet", False)):
         create_identity(name, work / "id" / name, b"pw")
         start = time.perf_counter()
         hash_file(work / source, work / "b" / name, work / "v" / name, key=key, spec=scored,
-                  identity=load_identity(work / "id" / name, b"pw"), reference=reference)
+                  identity=load_identity(work / "id" / name, b"pw"), reference=reference,
+                  id_column="voter_id" if reference else None)
         print(f"hash {name:8s} {time.perf_counter() - start:7.1f} s")
 
 
@@ -50,7 +56,11 @@ def score(work: Path) -> float:
     start = time.perf_counter()
     outcome = run_match(load_inputs([work / "b" / "voters"], [work / "b" / "partner"]), mode="score")
     elapsed = time.perf_counter() - start
-    print(f"links {outcome.match_table().height:,}", file=sys.stderr)
+    links = outcome.match_table()
+    quality = evaluate(links, {"partner": pl.read_parquet(work / "truth.parquet")},
+                       {"partner": pl.read_parquet(work / "v" / "partner" / "vault.parquet")},
+                       pl.read_parquet(work / "v" / "voters" / "vault.parquet")).overall
+    print(f"links {links.height:,}: precision {quality.precision:.4f}, recall {quality.recall:.4f}", file=sys.stderr)
     return elapsed
 
 
