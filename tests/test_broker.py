@@ -10,7 +10,14 @@ from cleanroom import create_identity, hash_file, load_identity, load_spec, new_
 from cleanroom.audit import load_checkpoint, verify_log
 from cleanroom.broker.duplicates import list_persons
 from cleanroom.broker.engine import SHARED_CONTACT, run_match, through_contacts
-from cleanroom.broker.job import AUDIT_FILE, KEY_COUNTS_FILE, ROWS_FILE, BrokerState, match_job, segment_job
+from cleanroom.broker.job import (
+    AUDIT_FILE,
+    KEY_COUNTS_FILE,
+    ROWS_FILE,
+    BrokerState,
+    match_job,
+    segment_job,
+)
 from cleanroom.broker.load import load_inputs
 from cleanroom.broker.releases import RELEASE_FILE, verify_release
 from cleanroom.cli import main
