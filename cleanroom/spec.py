@@ -48,10 +48,10 @@ VARIANTS = (*NAME_VARIANTS, *DOB_VARIANTS, NICKNAMES, "deletions")
 """Error-tolerant variants a key may add as extra tokens of the same key:
 swap_names (first and last name exchanged), email_names (the names an email
 address spells as first.last or first_last, or run together beside the row's
-own last or first name), dob_dm_swap (day and month
-exchanged), dob_partial (the birth date with its day, its month or its year
-unknown: one wrong part; not with dob_dm_swap in one key, so that the scorer
-can tell the two apart), nicknames (the canonical first name also read
+own last or first name), dob_dm_swap (day and month exchanged), dob_partial
+(the birth date with its day, its month or its year unknown: one wrong part;
+not with dob_dm_swap in one key, so that the scorer can tell the two apart),
+nicknames (the canonical first name also read
 paired with each name the nickname table links to its group: Bill meets
 Robert, Sam meets Samuel; keys with first_canon), deletions:<field> (every
 single-character deletion of one field, so two values within one insert,

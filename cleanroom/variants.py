@@ -4,9 +4,9 @@ A key may add tokens for: first and last name exchanged (swap_names), the
 names an email address spells (email_names: maria.garcia@... reads as Maria
 Garcia, and so does mariagarcia@... on a row whose last name is Garcia or
 first name Maria), day and month exchanged (dob_dm_swap), the birth date with
-one of its parts unknown (dob_partial: a date with a wrong day, month or year still meets
-the true one; the scorer reads such a key as showing `dob_partial`, not the
-birth date), the canonical first name paired with each name the nickname
+one of its parts unknown (dob_partial: a date with a wrong day, month or year
+still meets the true one; the scorer reads such a key as showing
+`dob_partial`, not the birth date), the canonical first name paired with each name the nickname
 table links to its group (nicknames: Bill meets Robert, where the table's
 canonical forms differ), and every single-character deletion of one field
 (deletions:<field>; two values within one insert, delete, substitute or

@@ -478,6 +478,9 @@ OTHER_READINGS = {
                        "last_name_2": [None] * 60 + ["Smith"] * 10}, []),
     # no name columns: the names an email spells
     "email names": ({"email": [f"john.smith{i}@example.org" for i in range(60)]}, ["email_names"]),
+    # names run together in the email beside the row's own last name
+    "email names run together": ({"first_name": ["Jon"] * 60, "last_name": ["Smith"] * 60,
+                                  "email": [f"johnsmith{i}@example.org" for i in range(60)]}, ["email_names"]),
 }
 
 

@@ -434,6 +434,19 @@ def test_birth_date_variants_hash_these_values():
         assert set(tokens[name].to_list()[0]) == {token([v], subkey) for v in values}
 
 
+def test_email_names_hash_these_values():
+    """Golden: the names behind the email_names tokens (version 2), dotted and run together, which partners
+    hashing with different versions must agree on."""
+    spec = MatchSpec(keys=[{"name": "n", "fields": ["first", "last"], "variants": ["email_names"]}])
+    frame = pl.DataFrame({"first_name": ["Mraia", "Bo", "Ann"], "last_name": ["Garcia", "Gracia", "Lee"],
+                          "email": ["MariaGarcia85@x.org", "bo.garcia@x.org", "ann_lee@x.org"]})
+    subkey = KEY.subkey("n", FORMAT_VERSION)
+    for i, names in enumerate([["mraia", "garcia", "maria", "garcia"], ["bo", "gracia", "bo", "garcia"],
+                               ["ann", "lee", "ann", "lee"]]):
+        tokens, _, _ = hash_frame(frame[i], KEY, spec)
+        assert set(tokens["n"].to_list()[0]) == {token(names[:2], subkey), token(names[2:], subkey)}
+
+
 def test_a_partial_birth_date_is_its_own_field_nested_under_the_date():
     """A key with dob_partial shows the field dob_partial, not dob: the date's partial level, which exact
     agreement implies; it never makes rows of a list one person; it does not share a key with dob_dm_swap."""

@@ -4,10 +4,9 @@ A job folder holds `job.json` (what was run), `report/` (protected
 aggregates for the coordinator), `releases/<partner>/` (each partner's own
 handles, signed) and `internal/` (the broker-only match table that later
 segments are cut from, and the cascade's exact counts per key; it never leaves
-the broker). The folder is written in
-a staging place and appears only when complete. Every job, report, release
-and refusal is appended to the broker's audit log, and a signed checkpoint of
-the log's head is written with each job.
+the broker). The folder is written in a staging place and appears only when
+complete. Every job, report, release and refusal is appended to the broker's
+audit log, and a signed checkpoint of the log's head is written with each job.
 """
 
 from __future__ import annotations
