@@ -1,12 +1,12 @@
 """Speed and memory of scored matching (`run_match(mode="score")`) at scale.
 
     python benchmarks/scoring_speed.py --voters 1000000 --size 1000000 [--spec examples/scored_spec.toml]
-        [--keep DIR]
+        [--mode score|cascade] [--keep DIR]
 
 Generates a voter file and one partner list (hard profile, full field
 coverage), hashes both with the scored spec through the real hash path
-(timed separately), then times verification + scoring + one-to-one linking in
-a fresh process and reports its peak RSS, then (untimed) the links' precision
+(timed separately), then times verification + scoring + one-to-one linking
+(or the cascade, with `--mode cascade` and a cascade spec) in a fresh process and reports its peak RSS, then (untimed) the links' precision
 and recall against the generator's ground truth. With `--keep DIR` the hashed bundles
 stay in DIR (one folder per size and spec) and a later run with the same
 options reuses them instead of hashing again. Record the figures in
@@ -52,9 +52,9 @@ def build(work: Path, voters: int, size: int, spec: Path) -> None:
         print(f"hash {name:8s} {time.perf_counter() - start:7.1f} s")
 
 
-def score(work: Path) -> float:
+def score(work: Path, mode: str) -> float:
     start = time.perf_counter()
-    outcome = run_match(load_inputs([work / "b" / "voters"], [work / "b" / "partner"]), mode="score")
+    outcome = run_match(load_inputs([work / "b" / "voters"], [work / "b" / "partner"]), mode=mode)
     elapsed = time.perf_counter() - start
     links = outcome.match_table()
     quality = evaluate(links, {"partner": pl.read_parquet(work / "truth.parquet")},
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--voters", type=int, default=1_000_000)
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--spec", type=Path, default=SPEC)
+    parser.add_argument("--mode", choices=["score", "cascade"], default="score")
     parser.add_argument("--keep", type=Path, help="keep the hashed bundles in this folder and reuse them")
     parser.add_argument("--build-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--score-only", type=Path, help=argparse.SUPPRESS)
@@ -77,18 +78,18 @@ def main() -> None:
         build(args.build_only, args.voters, args.size, args.spec)
         return
     if args.score_only:
-        print(score(args.score_only))
+        print(score(args.score_only, args.mode))
         return
     if args.keep:
         work = args.keep / f"{args.voters}x{args.size}-{args.spec.stem}"
         if not (work / "b" / "partner").exists():
             shutil.rmtree(work, ignore_errors=True)
             _build(work, args)
-        _time(work)
+        _time(work, args.mode)
         return
     with tempfile.TemporaryDirectory(prefix="cleanroom-scoring-") as tmp:
         _build(Path(tmp), args)
-        _time(Path(tmp))
+        _time(Path(tmp), args.mode)
 
 
 def _build(work: Path, args: argparse.Namespace) -> None:
@@ -97,8 +98,9 @@ def _build(work: Path, args: argparse.Namespace) -> None:
                     "--size", str(args.size), "--spec", str(args.spec)], check=True)
 
 
-def _time(work: Path) -> None:
-    child = subprocess.Popen([sys.executable, __file__, "--score-only", str(work)], stdout=subprocess.PIPE, text=True)
+def _time(work: Path, mode: str) -> None:
+    child = subprocess.Popen([sys.executable, __file__, "--score-only", str(work), "--mode", mode],
+                             stdout=subprocess.PIPE, text=True)
     seconds = float(child.stdout.read())
     _, status, usage = os.wait4(child.pid, 0)
     if status:
