@@ -1,16 +1,19 @@
-"""Speed and memory of scored matching (`run_match(mode="score")`) at scale.
+"""Speed, memory and quality of matching at scale (scored by default, or the cascade).
 
     python benchmarks/scoring_speed.py --voters 1000000 --size 1000000 [--spec examples/scored_spec.toml]
-        [--mode score|cascade] [--keep DIR]
+        [--mode score|cascade] [--overlap 0.3] [--keep DIR]
 
 Generates a voter file and one partner list (hard profile, full field
-coverage), hashes both with the scored spec through the real hash path
-(timed separately), then times verification + scoring + one-to-one linking
-(or the cascade, with `--mode cascade` and a cascade spec) in a fresh process and reports its peak RSS, then (untimed) the links' precision
-and recall against the generator's ground truth. With `--keep DIR` the hashed bundles
-stay in DIR (one folder per size and spec) and a later run with the same
-options reuses them instead of hashing again. Record the figures in
-docs/benchmarks.md.
+coverage), drawn from a pool of people 1/overlap times the list's size, 80%
+of them voters as far as the file holds them: with a file the list's size,
+30% of the list is registered at the default overlap 0.3, 80% at 1.0. Hashes
+both with the spec through the real hash path (timed separately), then times
+verification + scoring + one-to-one linking (the cascade with `--mode
+cascade` and a cascade spec) in a fresh process and reports its peak RSS,
+then (untimed) the links' precision and recall against the generator's ground
+truth. With `--keep DIR` the hashed bundles stay in DIR (one folder per size,
+overlap and spec) and a later run with the same options reuses them instead
+of hashing again. Record the figures in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ from cleanroom.synth import generate_partners, generate_voters, write_frame
 SPEC = Path(__file__).parent.parent / "examples" / "scored_spec.toml"
 
 
-def build(work: Path, voters: int, size: int, spec: Path) -> None:
+def build(work: Path, voters: int, size: int, spec: Path, overlap: float) -> None:
     key, scored = new_key("speed"), load_spec(spec)
     people = generate_voters(voters, seed=1)
-    lists, truth = generate_partners(people, 1, sizes=size, seed=1, profile="hard",
+    lists, truth = generate_partners(people, 1, sizes=size, seed=1, profile="hard", overlap=overlap,
                                      noise={"address_shares": (1.0,), "dob_shares": (1.0,)})
     write_frame(people, work / "voters.parquet")
     next(iter(truth.values())).write_parquet(work / "truth.parquet")
@@ -70,18 +73,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--spec", type=Path, default=SPEC)
     parser.add_argument("--mode", choices=["score", "cascade"], default="score")
+    parser.add_argument("--overlap", type=float, default=0.3)
     parser.add_argument("--keep", type=Path, help="keep the hashed bundles in this folder and reuse them")
     parser.add_argument("--build-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--score-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build_only:
-        build(args.build_only, args.voters, args.size, args.spec)
+        build(args.build_only, args.voters, args.size, args.spec, args.overlap)
         return
     if args.score_only:
         print(score(args.score_only, args.mode))
         return
     if args.keep:
-        work = args.keep / f"{args.voters}x{args.size}-{args.spec.stem}"
+        work = args.keep / f"{args.voters}x{args.size}-{args.overlap}-{args.spec.stem}"
         if not (work / "b" / "partner").exists():
             shutil.rmtree(work, ignore_errors=True)
             _build(work, args)
@@ -95,7 +99,7 @@ def main() -> None:
 def _build(work: Path, args: argparse.Namespace) -> None:
     """Generate and hash in a separate process, so its memory is not counted against scoring."""
     subprocess.run([sys.executable, __file__, "--build-only", str(work), "--voters", str(args.voters),
-                    "--size", str(args.size), "--spec", str(args.spec)], check=True)
+                    "--size", str(args.size), "--spec", str(args.spec), "--overlap", str(args.overlap)], check=True)
 
 
 def _time(work: Path, mode: str) -> None:
