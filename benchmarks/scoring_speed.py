@@ -1,18 +1,19 @@
 """Speed, memory and quality of matching at scale (scored by default, or the cascade).
 
     python benchmarks/scoring_speed.py --voters 1000000 --size 1000000 [--spec examples/scored_spec.toml]
-        [--mode score|cascade] [--overlap 0.3] [--keep DIR]
+        [--mode score|cascade] [--overlap 0.3] [--profile hard|default] [--keep DIR]
 
-Generates a voter file and one partner list (hard profile, full field
-coverage), drawn from a pool of people 1/overlap times the list's size, 80%
-of them voters as far as the file holds them: with a file the list's size,
-30% of the list is registered at the default overlap 0.3, 80% at 1.0. Hashes
+Generates a voter file and one partner list (hard profile with full field
+coverage, or with `--profile default` the default profile as generated),
+drawn from a pool of people 1/overlap times the list's size, 80% of them
+voters as far as the file holds them: with a file the list's size, 30% of the
+list is registered at the default overlap 0.3, 80% at 1.0. Hashes
 both with the spec through the real hash path (timed separately), then times
 verification + scoring + one-to-one linking (the cascade with `--mode
 cascade` and a cascade spec) in a fresh process and reports its peak RSS,
 then (untimed) the links' precision and recall against the generator's ground
 truth. With `--keep DIR` the hashed bundles stay in DIR (one folder per size,
-overlap and spec) and a later run with the same options reuses them instead
+overlap, profile and spec) and a later run with the same options reuses them instead
 of hashing again. Record the figures in docs/benchmarks.md.
 """
 
@@ -38,11 +39,11 @@ from cleanroom.synth import generate_partners, generate_voters, write_frame
 SPEC = Path(__file__).parent.parent / "examples" / "scored_spec.toml"
 
 
-def build(work: Path, voters: int, size: int, spec: Path, overlap: float) -> None:
+def build(work: Path, voters: int, size: int, spec: Path, overlap: float, profile: str) -> None:
     key, scored = new_key("speed"), load_spec(spec)
     people = generate_voters(voters, seed=1)
-    lists, truth = generate_partners(people, 1, sizes=size, seed=1, profile="hard", overlap=overlap,
-                                     noise={"address_shares": (1.0,), "dob_shares": (1.0,)})
+    coverage = {"address_shares": (1.0,), "dob_shares": (1.0,)} if profile == "hard" else None
+    lists, truth = generate_partners(people, 1, sizes=size, seed=1, profile=profile, overlap=overlap, noise=coverage)
     write_frame(people, work / "voters.parquet")
     next(iter(truth.values())).write_parquet(work / "truth.parquet")
     write_frame(next(iter(lists.values())), work / "partner.parquet")
@@ -74,18 +75,19 @@ def main() -> None:
     parser.add_argument("--spec", type=Path, default=SPEC)
     parser.add_argument("--mode", choices=["score", "cascade"], default="score")
     parser.add_argument("--overlap", type=float, default=0.3)
+    parser.add_argument("--profile", choices=["hard", "default"], default="hard")
     parser.add_argument("--keep", type=Path, help="keep the hashed bundles in this folder and reuse them")
     parser.add_argument("--build-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--score-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build_only:
-        build(args.build_only, args.voters, args.size, args.spec, args.overlap)
+        build(args.build_only, args.voters, args.size, args.spec, args.overlap, args.profile)
         return
     if args.score_only:
         print(score(args.score_only, args.mode))
         return
     if args.keep:
-        work = args.keep / f"{args.voters}x{args.size}-{args.overlap}-{args.spec.stem}"
+        work = args.keep / f"{args.voters}x{args.size}-{args.overlap}-{args.profile}-{args.spec.stem}"
         if not (work / "b" / "partner").exists():
             shutil.rmtree(work, ignore_errors=True)
             _build(work, args)
@@ -99,7 +101,8 @@ def main() -> None:
 def _build(work: Path, args: argparse.Namespace) -> None:
     """Generate and hash in a separate process, so its memory is not counted against scoring."""
     subprocess.run([sys.executable, __file__, "--build-only", str(work), "--voters", str(args.voters),
-                    "--size", str(args.size), "--spec", str(args.spec), "--overlap", str(args.overlap)], check=True)
+                    "--size", str(args.size), "--spec", str(args.spec), "--overlap", str(args.overlap),
+                    "--profile", args.profile], check=True)
 
 
 def _time(work: Path, mode: str) -> None:

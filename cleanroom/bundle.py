@@ -38,6 +38,7 @@ class KeyInfo(BaseModel):
     fields: list[str]
     variants: list[str] = Field(default_factory=list)
     checked_by: list[str] | None = None
+    checks_only: bool | None = None
     non_null: int = Field(ge=0)
 
 

@@ -420,7 +420,8 @@ def hash_file(
             normalizer_versions=normalize.versions(),
             row_count=summary.rows,
             keys=[
-                KeyInfo(name=k.name, fields=k.fields, variants=k.variants, checked_by=k.checked_by, non_null=summary.tokens_per_key[k.name])
+                KeyInfo(name=k.name, fields=k.fields, variants=k.variants, checked_by=k.checked_by,
+                        checks_only=k.checks_only, non_null=summary.tokens_per_key[k.name])
                 for k in spec.all_keys
             ],
             attributes=names,

@@ -90,6 +90,10 @@ class MatchKey(BaseModel):
     disagrees; nor by any later key, nor for rows sharing an email with the contradicted row (one person). A
     checking key reads at least this key's variants."""
 
+    checks_only: bool | None = None
+    """True: the key links no rows, it only checks the keys naming it in `checked_by` (its tokens are too
+    common to link on: both names and a partial birth date meet namesakes in a state-sized file)."""
+
     @model_validator(mode="after")
     def _check_variants(self) -> MatchKey:
         for variant in self.variants:
@@ -195,6 +199,10 @@ class MatchSpec(BaseModel):
                     raise ValueError(f"keys[{index}] ({key.name}): checked_by names {name!r}, not another key")
                 if not set(key.variants) <= set(check.variants):
                     raise ValueError(f"keys[{index}] ({key.name}): checking key {name!r} lacks some of its variants")
+        checking = {name for key in keys for name in key.checked_by or []}
+        for index, key in enumerate(keys):
+            if key.checks_only and key.name not in checking:
+                raise ValueError(f"keys[{index}] ({key.name}): checks_only, but no key is checked_by it")
         return self
 
     def digest(self) -> str:

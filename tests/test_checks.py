@@ -51,25 +51,29 @@ LISTS = {
 @pytest.fixture(scope="module")
 def links(tmp_path_factory):
     """Voter id (or None) per (list, row), and the rule, from a cascade run on the lists above."""
-    root = tmp_path_factory.mktemp("checks")
-    spec = MatchSpec.model_validate({"keys": KEYS})
+    return _cascade(tmp_path_factory.mktemp("checks"), KEYS, VOTERS, LISTS)
+
+
+def _cascade(root, keys, voters, lists):
+    """Voter id (or None) and rule per (list, row), key stats, and whether each row's person is registered."""
+    spec = MatchSpec.model_validate({"keys": keys})
     key = new_key("checks")
 
     def identity(name):
         create_identity(name, root / "id" / name, b"pw")
         return load_identity(root / "id" / name, b"pw")
 
-    VOTERS.write_csv(root / "voters.csv")
+    voters.write_csv(root / "voters.csv")
     hash_file(root / "voters.csv", root / "b" / "ref", root / "v" / "ref", key=key, spec=spec,
               identity=identity("ref"), reference=True, id_column="voter_id")
-    for name, frame in LISTS.items():
+    for name, frame in lists.items():
         frame.write_csv(root / f"{name}.csv")
         hash_file(root / f"{name}.csv", root / "b" / name, root / "v" / name, key=key, spec=spec,
                   identity=identity(name))
-    outcome = run_match(load_inputs([root / "b" / "ref"], [root / "b" / n for n in LISTS]))
+    outcome = run_match(load_inputs([root / "b" / "ref"], [root / "b" / n for n in lists]))
     voters = pl.read_parquet(root / "v" / "ref" / "vault.parquet").select(ref_handle="handle", voter=pl.col("id"))
     found, registered = {}, {}
-    for name in LISTS:
+    for name in lists:
         rows = pl.read_parquet(root / "v" / name / "vault.parquet").select("handle", "row")
         table = (outcome.rows.filter(pl.col("partner") == name).join(rows, on="handle")
                  .join(voters, on="ref_handle", how="left").sort("row"))
@@ -105,6 +109,18 @@ def test_a_household_phone_links_no_persons(links):
     assert found["a"][1] == ("V3", "name_zip")
     assert found["b"][2] == (None, None)  # shares only Ada's household line (held by V3 and V4)
     assert found["b"][3] == ("V5", SHARED_CONTACT)  # shares Ida's own phone
+
+
+def test_a_key_that_checks_only_links_no_row(tmp_path):
+    """Names and birth year first, as a check only: the row born in the voter's year links by names and zip
+    code, the namesake born in another year by nothing."""
+    keys = [{**KEYS[3], "checks_only": True}, KEYS[2]]
+    lists = {"c": LISTS["a"].head(4)}  # Jane Doe's namesake, Ada, Ida, John Roe (born in his voter's year)
+    found, stats, _ = _cascade(tmp_path, keys, VOTERS, lists)
+    assert found["c"][0] == (None, None) and found["c"][3] == ("V2", "name_zip")
+    assert stats["c"]["name_year_zip"].matched == 0 and stats["c"]["name_zip"].contradicted == 1
+    with pytest.raises(ValueError, match="no key is checked_by it"):
+        MatchSpec.model_validate({"keys": [{**KEYS[3], "checks_only": True}, KEYS[4]]})
 
 
 @pytest.mark.parametrize(("checked_by", "message"), [
