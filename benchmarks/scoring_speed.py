@@ -87,7 +87,8 @@ def main() -> None:
         print(score(args.score_only, args.mode))
         return
     if args.keep:
-        work = args.keep / f"{args.voters}x{args.size}-{args.overlap}-{args.profile}-{args.spec.stem}"
+        spec = f"{args.spec.stem}-{load_spec(args.spec).digest()[:8]}"  # an edited spec is hashed again
+        work = args.keep / f"{args.voters}x{args.size}-{args.overlap}-{args.profile}-{spec}"
         if not (work / "b" / "partner").exists():
             shutil.rmtree(work, ignore_errors=True)
             _build(work, args)

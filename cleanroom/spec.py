@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Annotated
 
 import blake3
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cleanroom import normalize
 from cleanroom.errors import SpecError
@@ -91,8 +98,14 @@ class MatchKey(BaseModel):
     checking key reads at least this key's variants."""
 
     checks_only: bool | None = None
-    """True: the key links no rows, it only checks the keys naming it in `checked_by` (its tokens are too
-    common to link on: both names and a partial birth date meet namesakes in a state-sized file)."""
+    """True: the key links no rows in the cascade, it only checks the keys naming it in `checked_by` (its
+    tokens are too common to link on: both names and a partial birth date meet namesakes in a state-sized
+    file). The scorer still reads its agreement like any key's. False is stored as None (the digest)."""
+
+    @field_validator("checks_only")
+    @classmethod
+    def _false_is_unset(cls, value: bool | None) -> bool | None:
+        return value or None
 
     @model_validator(mode="after")
     def _check_variants(self) -> MatchKey:
@@ -202,7 +215,8 @@ class MatchSpec(BaseModel):
         checking = {name for key in keys for name in key.checked_by or []}
         for index, key in enumerate(keys):
             if key.checks_only and key.name not in checking:
-                raise ValueError(f"keys[{index}] ({key.name}): checks_only, but no key is checked_by it")
+                raise ValueError(f"keys[{index}] ({key.name}): checks_only, but no key lists it in checked_by, "
+                                 "so it would neither link nor check")
         return self
 
     def digest(self) -> str:

@@ -104,6 +104,7 @@ def test_job_reports_releases_and_audit(world, tmp_path):
         per_key = counts["partners"][name]
         assert sum(c["matched"] for c in per_key.values()) == rules.filter(pl.col("partner") == name).height > 0
         assert sum(c["contradicted"] for c in per_key.values()) > 0
+        assert per_key["canon_name_dob_part"]["matched"] == 0  # a key that checks only
     cp = load_checkpoint(tmp_path / "job" / "checkpoint.json")
     log = verify_log(world["root"] / "state-job" / AUDIT_FILE, world["ids"]["Broker"].card, [cp])
     assert [e.kind for e in log.entries][:2] == ["job", "report"]

@@ -6,6 +6,7 @@ import pytest
 from cleanroom import create_identity, hash_file, load_identity, new_key
 from cleanroom.broker.engine import SHARED_CONTACT, run_match
 from cleanroom.broker.load import load_inputs
+from cleanroom.broker.match import cascade, reference_index
 from cleanroom.spec import MatchSpec
 
 KEYS = [
@@ -119,8 +120,13 @@ def test_a_key_that_checks_only_links_no_row(tmp_path):
     found, stats, _ = _cascade(tmp_path, keys, VOTERS, lists)
     assert found["c"][0] == (None, None) and found["c"][3] == ("V2", "name_zip")
     assert stats["c"]["name_year_zip"].matched == 0 and stats["c"]["name_zip"].contradicted == 1
-    with pytest.raises(ValueError, match="no key is checked_by it"):
+    inputs = load_inputs([tmp_path / "b" / "ref"], [tmp_path / "b" / "c"])  # a further reference, an opt-out list
+    plain = cascade(inputs.partners[0], reference_index(inputs.primary)[0], inputs.primary.key_names)
+    assert plain.keys["name_year_zip"].matched == 0 and plain.keys["name_zip"].matched > 0
+    with pytest.raises(ValueError, match="no key lists it in checked_by"):
         MatchSpec.model_validate({"keys": [{**KEYS[3], "checks_only": True}, KEYS[4]]})
+    unset = MatchSpec.model_validate({"keys": KEYS})
+    assert MatchSpec.model_validate({"keys": [{**KEYS[0], "checks_only": False}, *KEYS[1:]]}).digest() == unset.digest()
 
 
 @pytest.mark.parametrize(("checked_by", "message"), [

@@ -108,8 +108,6 @@ def run_match(
         for partner in inputs.partners:
             hits[partner.name], split[partner.name] = key_hits(partner, primary_index, keys)
         hits, contradicted = drop_contradicted(inputs.primary, inputs.partners, hits)
-        checks_only = [rank for rank, key in enumerate(inputs.primary.manifest.keys) if key.checks_only]
-        hits = {name: frame.filter(~pl.col("rank").is_in(checks_only)) for name, frame in hits.items()}
     extra_indexes = [reference_index(r)[0] for r in inputs.references[1:]]
     protected = {r.name: _attribute_frame(r, k) for r in inputs.references}
     primary_attrs = protected[inputs.primary.name][0]
@@ -155,7 +153,7 @@ def run_match(
     reprotected = {name: p for name, (_, p) in protected.items() if p is not None}
     return MatchOutcome(
         rows, attribute_names, key_stats, ambiguous, [p.name for p in inputs.partners], reprotected,
-        [*keys, SHARED_CONTACT],
+        [*(k.name for k in inputs.primary.manifest.keys if not k.checks_only), SHARED_CONTACT],
     )
 
 

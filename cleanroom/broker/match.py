@@ -36,6 +36,7 @@ class CascadeResult:
 
 def reference_index(reference: LoadedBundle) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
     """Per key: unambiguous token -> ref_idx table (sorted by token), and the count of ambiguous token values.
+    A key that checks only (`checks_only`) gets an empty table: it links no rows in any cascade.
 
     Sort-based: after sorting by token, a token whose neighbours differ is held by
     one row; only the few repeated tokens are grouped to count their distinct rows.
@@ -44,7 +45,12 @@ def reference_index(reference: LoadedBundle) -> tuple[dict[str, pl.DataFrame], d
     ambiguous: dict[str, int] = {}
     token = pl.col("token")
     repeated = ((token == token.shift(1)) | (token == token.shift(-1))).fill_null(False)
-    for key in reference.key_names:
+    for info in reference.manifest.keys:
+        key = info.name
+        if info.checks_only:
+            unique[key] = pl.DataFrame(schema={"token": pl.UInt128, "ref_idx": pl.UInt32})
+            ambiguous[key] = 0
+            continue
         pairs = reference.token_pairs(key, "ref_idx").sort("token").with_columns(repeated.alias("repeated"))
         pairs = pairs.collect()
         held = (
