@@ -7,14 +7,14 @@ Generates a voter file and one partner list (hard profile with full field
 coverage, or with `--profile default` the default profile as generated),
 drawn from a pool of people 1/overlap times the list's size, 80% of them
 voters as far as the file holds them: with a file the list's size, 30% of the
-list is registered at the default overlap 0.3, 80% at 1.0. Hashes
-both with the spec through the real hash path (timed separately), then times
+list is registered at the default overlap 0.3, 80% at 1.0. Hashes both with
+the spec through the real hash path (timed separately), then times
 verification + scoring + one-to-one linking (the cascade with `--mode
 cascade` and a cascade spec) in a fresh process and reports its peak RSS,
 then (untimed) the links' precision and recall against the generator's ground
 truth. With `--keep DIR` the hashed bundles stay in DIR (one folder per size,
-overlap, profile and spec) and a later run with the same options reuses them instead
-of hashing again. Record the figures in docs/benchmarks.md.
+overlap, profile and spec) and a later run with the same options reuses them
+instead of hashing again. Record the figures in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -58,11 +58,11 @@ address spells as first.last or first_last, or run together beside the row's
 own last or first name), dob_dm_swap (day and month exchanged), dob_partial
 (the birth date with its day, its month or its year unknown: one wrong part;
 not with dob_dm_swap in one key, so that the scorer can tell the two apart),
-nicknames (the canonical first name also read
-paired with each name the nickname table links to its group: Bill meets
-Robert, Sam meets Samuel; keys with first_canon), deletions:<field> (every
-single-character deletion of one field, so two values within one insert,
-delete, substitute or transpose share a token)."""
+nicknames (the canonical first name also read paired with each name the
+nickname table links to its group: Bill meets Robert, Sam meets Samuel; keys
+with first_canon), deletions:<field> (every single-character deletion of one
+field, so two values within one insert, delete, substitute or transpose share
+a token)."""
 
 VARIANT_VERSIONS = {"email_names": "2"}
 """Variants whose readings changed, by version (part of the spec digest of specs using them): email_names 2
@@ -205,18 +205,17 @@ class MatchSpec(BaseModel):
             if len(set(key.fields)) != len(key.fields):
                 raise ValueError(f"keys[{index}] ({key.name}): a field is repeated")
         by_name = {key.name: key for key in keys}
+        checking = {name for key in keys for name in key.checked_by or []}
         for index, key in enumerate(keys):
+            if key.checks_only and key.name not in checking:
+                raise ValueError(f"keys[{index}] ({key.name}): checks_only, but no key lists it in checked_by, "
+                                 "so it would neither link nor check")
             for name in key.checked_by or []:
                 check = by_name.get(name)
                 if check is None or check is key:
                     raise ValueError(f"keys[{index}] ({key.name}): checked_by names {name!r}, not another key")
                 if not set(key.variants) <= set(check.variants):
                     raise ValueError(f"keys[{index}] ({key.name}): checking key {name!r} lacks some of its variants")
-        checking = {name for key in keys for name in key.checked_by or []}
-        for index, key in enumerate(keys):
-            if key.checks_only and key.name not in checking:
-                raise ValueError(f"keys[{index}] ({key.name}): checks_only, but no key lists it in checked_by, "
-                                 "so it would neither link nor check")
         return self
 
     def digest(self) -> str:
