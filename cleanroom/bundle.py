@@ -39,6 +39,7 @@ class KeyInfo(BaseModel):
     variants: list[str] = Field(default_factory=list)
     checked_by: list[str] | None = None
     checks_only: bool | None = None
+    max_expected_holders: float | None = None
     non_null: int = Field(ge=0)
 
 

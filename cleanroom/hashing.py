@@ -421,7 +421,8 @@ def hash_file(
             row_count=summary.rows,
             keys=[
                 KeyInfo(name=k.name, fields=k.fields, variants=k.variants, checked_by=k.checked_by,
-                        checks_only=k.checks_only, non_null=summary.tokens_per_key[k.name])
+                        checks_only=k.checks_only, max_expected_holders=k.max_expected_holders,
+                        non_null=summary.tokens_per_key[k.name])
                 for k in spec.all_keys
             ],
             attributes=names,

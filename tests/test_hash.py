@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import polars as pl
@@ -420,8 +421,8 @@ def test_rare_value_gate_keeps_exactly_the_rows_expected_to_be_rare(names, bar, 
     gated, plain = (tokens.join(vault, on="handle").sort("row")["names"] for tokens, vault in hashed)
     n = len(names)
     firsts, lasts = [f for f, _ in names], [last for _, last in names]
-    bar = bar if reference else max(bar, 1.0)
-    rare = [n * (firsts.count(f) / n) * (lasts.count(last) / n) <= bar for f, last in names]
+    bar = Fraction(str(bar if reference else max(bar, 1.0)))  # exact: 10 * 0.3 * 0.1 is above 0.3 in floats
+    rare = [n * Fraction(firsts.count(f), n) * Fraction(lasts.count(last), n) <= bar for f, last in names]
     assert gated.is_not_null().to_list() == rare
     assert plain.is_not_null().all()
     assert gated.filter(rare).to_list() == plain.filter(rare).to_list()  # the gate removes tokens, never changes them

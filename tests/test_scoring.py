@@ -44,10 +44,13 @@ from cleanroom.broker.scoring import (
     features_of,
     filled_counts,
     fit_em,
+    fit_match_share,
     implied_agreement,
     key_masks,
     link_one_to_one,
     random_agreement,
+    rarity_bonus,
+    rarity_keys,
     row_posteriors,
     score_partners,
     scored_fields,
@@ -135,7 +138,7 @@ def test_equal_namesakes_split_the_posterior():
     """Two candidates that agree equally well are each at most a coin flip, however strong the agreement."""
     frame = pl.DataFrame({"p_idx": [0, 0, 1], "score": [30.0, 30.0, 30.0]})
     post = frame.with_columns(row_posteriors(0.0).alias("posterior"))["posterior"].to_list()
-    assert post[0] == post[1] and post[0] < 0.5 < MIN_POSTERIOR < post[2]
+    assert post[0] == post[1] and post[0] < 0.5 <= MIN_POSTERIOR < post[2]
 
 
 def test_em_recovers_known_m_and_prior():
@@ -163,6 +166,37 @@ def test_a_phonetic_code_nests_under_its_name():
     assert features["first_canon"].partial == 3 and features["last"].partial == 5 and features["dob"].partial is None
     both = {f.name: f.partial for f in features_of(["first", "first_canon", "first_phonetic", "last"])}
     assert both == {"first": None, "first_canon": None, "first_phonetic": None, "last": None}
+
+
+@settings(max_examples=30, deadline=None)
+@given(share=st.floats(0.05, 0.95), seed=st.integers(0, 2**32 - 1))
+def test_match_share_is_recovered_from_row_likelihoods(share, seed):
+    """Rows with a match carry strong evidence, rows without weak or none (no candidate at all): EM over the
+    rows' likelihood ratios finds the share of rows with a match."""
+    rng = np.random.default_rng(seed)
+    rows = 4_000
+    matched = rng.random(rows) < share
+    ratios = np.where(matched, 2.0 ** rng.uniform(8, 30, rows), 2.0 ** rng.uniform(-30, -8, rows))
+    with_candidates = matched | (rng.random(rows) < 0.5)
+    assert abs(fit_match_share(ratios[with_candidates], rows) - matched.mean()) < 0.01
+
+
+def test_a_rarity_key_bounds_the_agreement_of_its_fields_by_its_bar():
+    """A pair sharing a token of a gated key without variants agrees on values the voter file holds at most
+    `bar` times: its fields count log2(N / bar) bits instead of their average log2(1 / u), where more."""
+    fields = ["first_canon", "last", "zip5"]
+    features = features_of(fields)
+    u = np.array([[0.9, 0.0, 0.0, 0.01, 0, 0, 0, 0], [0.9, 0.0, 0.0, 0.02, 0, 0, 0, 0],
+                  [0.8, 0.0, 0.0, 0.2, 0, 0, 0, 0]])
+    keys = [KeyInfo(name="rare", fields=["first_canon", "last"], max_expected_holders=0.01, non_null=1),
+            KeyInfo(name="common", fields=["first_canon", "last"], max_expected_holders=1000.0, non_null=1),
+            KeyInfo(name="varied", fields=["first_canon", "last"], variants=["swap_names"],
+                    max_expected_holders=0.01, non_null=1),
+            KeyInfo(name="plain", fields=["first_canon", "last"], non_null=1)]
+    assert [k.name for k in rarity_keys(keys)] == ["rare", "common"]
+    bonus = rarity_bonus(keys, fields, features, u, 100_000)
+    assert bonus["rare"] == pytest.approx(np.log2(100_000 / 0.01) + np.log2(0.01 * 0.02))
+    assert bonus["common"] == 0.0
 
 
 def test_feature_levels_and_their_random_agreement():
@@ -499,14 +533,14 @@ def scored_bundles(tmp_path_factory, identity):
     return bundles["voters"], [bundles[name] for name in lists]
 
 
-def _plain_candidates(partner, reference, masks):
+def _plain_candidates(partner, reference, masks, rare):
     """The candidate pairs by a plain join per key: the definition candidate_pairs must meet."""
     hits, seen = [], {}
     for key, (exact, fuzzy) in masks.items():
         ref = reference.token_pairs(key, "ref_idx").unique().collect()
         ref = ref.with_columns(pl.len().over("token").alias("holders")).filter(pl.col("holders") <= MAX_HOLDERS)
         hits.append(partner.token_pairs(key, "p_idx").collect().join(ref, on="token")
-                    .with_columns(e=pl.lit(exact), f=pl.lit(fuzzy)))
+                    .with_columns(e=pl.lit(exact), f=pl.lit(fuzzy), r=pl.lit(rare.get(key, 0))))
         for name, bundle, index in (("p", partner, "p_idx"), ("r", reference, "ref_idx")):
             present = bundle.scan().with_row_index(index).filter(pl.col(key).is_not_null()).select(index).collect()
             seen[name, key] = present.with_columns(pl.lit(exact | fuzzy).alias("bits"))
@@ -518,9 +552,10 @@ def _plain_candidates(partner, reference, masks):
     return (
         pl.concat(hits)
         .group_by("p_idx", "ref_idx")
-        .agg(pl.col("e").bitwise_or().alias("exact"), pl.col("f").bitwise_or().alias("fuzzy"), pl.col("holders").min())
+        .agg(pl.col("e").bitwise_or().alias("exact"), pl.col("f").bitwise_or().alias("fuzzy"),
+             pl.col("r").bitwise_or().alias("rare"), pl.col("holders").min())
         .join(observed["p"], on="p_idx").join(observed["r"], on="ref_idx")
-        .select("p_idx", "ref_idx", "holders", "exact", (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy"),
+        .select("p_idx", "ref_idx", "holders", "exact", (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy"), "rare",
                 (pl.col("p_seen") & pl.col("r_seen")).alias("observed"))
         .sort("p_idx", "ref_idx")
     )
@@ -530,9 +565,12 @@ def test_candidate_pairs_equal_a_plain_join_per_key(scored_bundles):
     reference, partners = scored_bundles
     keys = reference.manifest.keys
     masks = key_masks(keys, scored_fields(keys))
-    found = candidate_pairs(partners, reference, masks)
+    rare = {key.name: 1 << i for i, key in enumerate(rarity_keys(keys))}
+    assert len(rare) == 5  # the scored spec's rarity keys
+    found = candidate_pairs(partners, reference, masks, rare)
     for partner in partners:
-        expected = _plain_candidates(partner, reference, masks)
+        expected = _plain_candidates(partner, reference, masks, rare)
+        assert (expected["rare"] != 0).any()
         got = found.pairs[partner.name].cast(expected.schema)
         assert got.height > partner.manifest.row_count // 2
         assert got.equals(expected)

@@ -22,20 +22,30 @@ Weights, without labels:
 - u (agreement of two random people): from the reference's token frequencies
   alone: per key, P(two random rows share a token) is the product of its
   fields' u, so the u of every field and level follow by least squares (the
-  address's subsets are unknowns of their own, not products of its fields).
+  address's subsets are unknowns of their own, not products of its fields);
+  gated keys (`max_expected_holders`) are left out, their tokens being rare
+  values only.
 - m (agreement of a true match): measured on anchor pairs, which agree exactly
   on every core feature (first name, last name, birth date, street) outside the
   feature's own group, falling back to EM over the agreement patterns where
-  anchors are too few; the match share among candidates then by EM.
+  anchors are too few.
 A pair's score is the sum of log2(m/u) of its features' levels, lowered by log2
 of how many reference rows hold its rarest agreeing token (term-frequency
-adjustment). A partner row has at most one match, so its candidates compete:
-each one's posterior is its prior odds times likelihood ratio over 1 plus the
-sum of those of all the row's candidates (two namesakes that agree equally
-split the probability instead of each looking certain). Pairs are linked one
-to one (mutual best choices, round by round) above the posterior threshold
-whose links reach the target precision by the model's own estimate, each
-link also at posterior >= MIN_POSTERIOR on its own.
+adjustment), and raised where the pair shares a token of a rarity key (a key
+without variants gated by `max_expected_holders`: the voter file expects its
+values at most that many times among its N rows, so two strangers share them
+with probability at most bar / N, less than the fields' average u says).
+Posteriors are per partner row: the row's match is one of the N reference rows
+or none, with the list's share of rows that have a match (EM over rows whose
+birth date or address can decide it, `fit_match_share`) as the prior, so each
+candidate weighs share / ((1 - share) N) times its likelihood ratio against 1
+for "none of the file" and against the row's other candidates (two namesakes
+that agree equally split the probability instead of each looking certain): a
+state-sized file and a list of mostly unregistered people lower every
+posterior, as they should. Pairs are linked one to one (mutual best choices,
+round by round) above the posterior threshold whose links reach the target
+precision by the model's own estimate, each link also more likely than not
+(MIN_POSTERIOR) on its own.
 """
 
 from __future__ import annotations
@@ -56,7 +66,11 @@ from cleanroom.variants import shown_fields
 MAX_HOLDERS = 20  # tokens held by more reference rows than this make no candidates
 EM_ROUNDS = 100
 MIN_ANCHOR_PAIRS = 50
-MIN_POSTERIOR = 0.997  # every link must also be likely on its own (0.995, the default target, before the address compound)
+MIN_POSTERIOR = 0.5  # every link must also be the row's more likely reading on its own
+MATCH_SHARE_BOUNDS = (1e-4, 0.999)  # the share of rows with a match stays inside: odds stay finite
+# a row's match can be told from a namesake where it carries a birth date or a full address: the list's share of
+# rows with a match is estimated on such rows (fields are missing independently of registration)
+DECIDING_FIELDS = (("dob",), ("house_number", "street"))
 ANCHORS = {"first": "first_canon", "last": "last", "dob": "dob", "address": "street"}
 # exact agreement on a field means exact agreement on these (derived from it). Not the first name: its phonetic
 # code is of the name as written, first_canon of its nickname group.
@@ -98,7 +112,7 @@ class ScoringModel:
     """What was learned, and the posterior threshold chosen for the target precision."""
 
     weights: dict[str, FieldWeights]
-    prior: float
+    shares: dict[str, float]  # partner -> estimated share of its rows that have a match in the reference
     threshold: float
 
 
@@ -190,7 +204,7 @@ def _carries(index: pl.Series, n_rows: int) -> np.ndarray:
 class Candidates:
     """Every partner's candidate pairs, and what the weights need to know of the reference."""
 
-    pairs: dict[str, pl.DataFrame]  # partner -> p_idx, ref_idx, holders, exact, fuzzy, observed
+    pairs: dict[str, pl.DataFrame]  # partner -> p_idx, ref_idx, holders, exact, fuzzy, rare, observed
     seen: dict[str, np.ndarray]  # partner -> per row, a bit per field it carries
     shared: dict[str, int]  # key -> pairs of reference rows sharing a usable token
     ambiguous: dict[str, int]  # key -> reference token values held by more than one row
@@ -227,9 +241,11 @@ def key_pass(reference: LoadedBundle, partners: list[LoadedBundle], key: str) ->
 
 
 def candidate_pairs(
-    partners: list[LoadedBundle], reference: LoadedBundle, masks: dict[str, tuple[int, int]]
+    partners: list[LoadedBundle], reference: LoadedBundle, masks: dict[str, tuple[int, int]],
+    rare: dict[str, int] | None = None,
 ) -> Candidates:
-    """(p_idx, ref_idx, holders, exact, fuzzy, observed) for every pair sharing a token, per partner.
+    """(p_idx, ref_idx, holders, exact, fuzzy, rare, observed) for every pair sharing a token, per partner;
+    `rare` has the bit (`rare`: key -> bit) of every rarity key whose token the pair shares.
 
     Key by key (KEY_THREADS at once), so only a few keys' tokens are in memory:
     the reference's usable tokens, each partner's tokens joined to them, and the
@@ -252,7 +268,8 @@ def candidate_pairs(
             for name, carries in found.carries.items():
                 p_seen[name] |= np.where(carries, bits, 0)
                 hits[name].append(found.pairs[name].with_columns(
-                    pl.lit(exact, pl.UInt32).alias("e"), pl.lit(fuzzy, pl.UInt32).alias("f")
+                    pl.lit(exact, pl.UInt32).alias("e"), pl.lit(fuzzy, pl.UInt32).alias("f"),
+                    pl.lit((rare or {}).get(key, 0), pl.UInt32).alias("r"),
                 ))
     pairs = {}
     for partner in partners:
@@ -260,11 +277,11 @@ def candidate_pairs(
             pl.concat(hits.pop(partner.name))
             .group_by("pair")
             .agg(pl.col("e").bitwise_or().alias("exact"), pl.col("f").bitwise_or().alias("fuzzy"),
-                 pl.col("holders").min())
+                 pl.col("r").bitwise_or().alias("rare"), pl.col("holders").min())
             .sort("pair")
             .select((pl.col("pair") // 2**32).cast(pl.UInt32).alias("p_idx"),
                     (pl.col("pair") % 2**32).cast(pl.UInt32).alias("ref_idx"),
-                    "holders", "exact", (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy"))
+                    "holders", "exact", (pl.col("fuzzy") & ~pl.col("exact")).alias("fuzzy"), "rare")
         )
         observed = p_seen[partner.name][found["p_idx"].to_numpy()] & r_seen[found["ref_idx"].to_numpy()]
         pairs[partner.name] = found.with_columns(pl.Series("observed", observed))
@@ -664,14 +681,70 @@ def filled_counts(levels: np.ndarray, shown: np.ndarray, weight: np.ndarray, fea
     return estimate
 
 
-def fit_prior(levels: np.ndarray, seen: np.ndarray, counts: np.ndarray, m: np.ndarray, u: np.ndarray) -> float:
-    """EM for the match share alone, with m and u fixed."""
-    log_m, log_u = _log_likelihood(levels, seen, m), _log_likelihood(levels, seen, u)
-    prior = 0.5
+def fit_match_share(likelihoods: np.ndarray, n_rows: int) -> float:
+    """EM for the share of rows that have a match in the reference, from each row's likelihood ratio of "my
+    match is one of the reference's N rows" against "none is" (the sum of its candidates' ratios over N);
+    `likelihoods` holds those of the rows with candidates, the other `n_rows - len(likelihoods)` count as 0."""
+    low, high = MATCH_SHARE_BOUNDS
+    share = 0.5
     for _ in range(EM_ROUNDS):
-        w = 1 / (1 + np.exp(np.clip(log_u - log_m, -50, 50)) * (1 - prior) / prior)
-        prior = float(np.clip((counts * w).sum() / counts.sum(), _EPS, 1 - _EPS))
-    return prior
+        share = float(np.clip((share * likelihoods / (share * likelihoods + 1 - share)).sum() / max(n_rows, 1),
+                              low, high))
+    return share
+
+
+def deciding_rows(seen: np.ndarray, fields: list[str]) -> np.ndarray:
+    """Per partner row: does it carry all the fields of some DECIDING_FIELDS set (`seen`: a bit per field)."""
+    index = {f: i for i, f in enumerate(fields)}
+    deciding = np.zeros(len(seen), bool)
+    for group in DECIDING_FIELDS:
+        if set(group) <= index.keys():
+            bits = sum(1 << index[f] for f in group)
+            deciding |= (seen & bits) == bits
+    return deciding
+
+
+def list_odds(scored: pl.DataFrame, seen: np.ndarray, fields: list[str], n_reference: int) -> tuple[float, float]:
+    """The list's share of rows with a match (`fit_match_share` over its deciding rows, or all its rows where
+    fewer than MIN_ANCHOR_PAIRS decide) and log2 of the prior odds of one candidate pair it gives."""
+    deciding = deciding_rows(seen, fields)
+    if deciding.sum() < MIN_ANCHOR_PAIRS:
+        deciding[:] = True
+    ratios = (
+        scored.filter(pl.Series(deciding).gather(scored.get_column("p_idx")))
+        .group_by("p_idx").agg((2.0 ** pl.col("score").clip(-1000, 1000)).sum().alias("ratio"))
+    )
+    share = fit_match_share(ratios.get_column("ratio").to_numpy() / n_reference, int(deciding.sum()))
+    return share, float(np.log2(share / ((1 - share) * n_reference)))
+
+
+def rarity_bonus(keys: list[KeyInfo], fields: list[str], features: list[Feature], u: np.ndarray, n_reference: int
+                 ) -> dict[str, float]:
+    """Per rarity key (`rarity_keys`): the bits a pair sharing its token gains, where the voter file's bar
+    (at most `max_expected_holders` of its N rows hold the values) makes strangers agree on them less often
+    than the average u of its fields says: log2(N / bar) + the sum of log2 u of the fields agreeing exactly
+    (a compound's member: summed over the compound's levels where it agrees), or 0."""
+    index = {f: i for i, f in enumerate(fields)}
+
+    def exact_u(field: str) -> float:
+        for j, feature in enumerate(features):
+            if index[field] in feature.members:
+                k = feature.members.index(index[field])
+                return float(sum(u[j, s] for s in range(2 ** len(feature.members)) if s >> k & 1))
+            if not feature.members and feature.field == index[field]:
+                return float(u[j, 3])
+        return 1.0  # a field no feature compares on its own: no bonus from it
+
+    return {
+        key.name: max(0.0, float(np.log2(n_reference / key.max_expected_holders)
+                                 + sum(np.log2(exact_u(f)) for f in key.fields)))
+        for key in rarity_keys(keys)
+    }
+
+
+def rarity_keys(keys: list[KeyInfo]) -> list[KeyInfo]:
+    """Keys without variants gated by `max_expected_holders`: sharing a token tells how rare the values are."""
+    return [k for k in keys if k.max_expected_holders is not None and not k.variants]
 
 
 def row_posteriors(odds: float) -> pl.Expr:
@@ -749,37 +822,42 @@ def score_partners(
     fields = scored_fields(keys)
     n = len(fields)
     masks = key_masks(keys, fields)
-    candidates = candidate_pairs(partners, reference, masks)
-    pairs = {name: shown_agreement(implied_agreement(frame, fields), masks) for name, frame in candidates.pairs.items()}
+    rare = {key.name: 1 << i for i, key in enumerate(rarity_keys(keys))}
+    candidates = candidate_pairs(partners, reference, masks, rare)
+    # a gated key's tokens exist for rare values only: its sharing says nothing of how often its fields agree,
+    # nor does its absence show them disagreeing
+    ungated = {key.name: masks[key.name] for key in keys if key.max_expected_holders is None}
+    pairs = {name: shown_agreement(implied_agreement(frame, fields), ungated)
+             for name, frame in candidates.pairs.items()}
     counted = pl.concat(pairs.values()).group_by("exact", "fuzzy", "observed").len().sort("exact", "fuzzy", "observed")
     features = features_of(fields, fuzzy=int(np.bitwise_or.reduce([f for _, f in masks.values()] or [0])))
     levels, seen = feature_levels(*(counted[c].to_numpy().astype(np.int64) for c in ("exact", "fuzzy", "observed")),
                                   features)
     counts = counted["len"].to_numpy().astype(float)
     compounds = {f.name: f.members for f in features if f.members}
-    u_fields, u_compounds = random_agreement(candidates.shared, masks, n, reference.manifest.row_count, compounds,
+    u_fields, u_compounds = random_agreement(candidates.shared, ungated, n, reference.manifest.row_count, compounds,
                                              {f.name: f.implies for f in features if f.members})
     u = feature_agreement(u_fields, features, u_compounds)
     m_em, _ = fit_em(levels, seen, counts, u)
     m = anchored_m(levels, seen, counts, features, fields, fallback=m_em,
                    observed=counted["observed"].to_numpy().astype(np.int64))
-    prior = fit_prior(levels, seen, counts, m, u)
-    # At most one true match per partner row among its candidates.
-    rows = sum(frame.get_column("p_idx").n_unique() for frame in pairs.values())
-    prior = min(prior, rows / max(float(counts.sum()), 1.0))
-    odds = float(np.log2(prior / (1 - prior)))
+    n_reference = reference.manifest.row_count
+    bonus = rarity_bonus(keys, fields, features, u, n_reference)
     weight = pl.sum_horizontal(feature_weight(feature, m[j], u[j]) for j, feature in enumerate(features))
+    weight = weight + pl.max_horizontal(
+        pl.lit(0.0), *(pl.when(pl.col("rare") & rare[key] != 0).then(bits).otherwise(0.0) for key, bits in bonus.items())
+    )
     rule = pl.concat_str(
         [pl.when(pl.col("exact") & (1 << i) != 0).then(pl.lit(f))
          .when(pl.col("fuzzy") & (1 << i) != 0).then(pl.lit(f + "~")) for i, f in enumerate(fields)],
         separator="+", ignore_nulls=True,
     )
     bundles = {bundle.name: bundle for bundle in partners}
-    links = {}
+    links, shares = {}, {}
     for name, frame in pairs.items():
-        scored = frame.with_columns(
-            (weight - pl.col("holders").cast(pl.Float64).log(2)).alias("score")
-        ).with_columns(row_posteriors(odds).alias("posterior"))
+        scored = frame.with_columns((weight - pl.col("holders").cast(pl.Float64).log(2)).alias("score"))
+        shares[name], odds = list_odds(scored, candidates.seen[name], fields, n_reference)
+        scored = scored.with_columns(row_posteriors(odds).alias("posterior"))
         persons = list_persons(bundles[name], rows=contending_rows(scored))
         links[name] = link_one_to_one(scored, persons=persons).with_columns(rule.alias("rule"))
     everything = [f.get_column("posterior") for f in links.values()]
@@ -791,7 +869,7 @@ def score_partners(
     }
     model = ScoringModel(
         weights={f.name: FieldWeights(m[j].tolist(), u[j].tolist()) for j, f in enumerate(features)},
-        prior=prior, threshold=threshold,
+        shares=shares, threshold=threshold,
     )
     has_token = {name: pl.Series("has_token", seen != 0) for name, seen in candidates.seen.items()}
     return Scored(links, has_token, candidates.ambiguous, model)
