@@ -33,7 +33,7 @@ SHARED_CONTACT = "shared_contact"  # the rule of a row linked through its person
 class MatchOutcome:
     """Internal result of a match job (broker-only)."""
 
-    rows: pl.DataFrame  # partner, handle, has_token, rule, ref_handle, person, registered, attributes...
+    rows: pl.DataFrame  # partner, handle, has_token, rule, score, posterior, ref_handle, person, registered, ...
     attributes: list[str]
     key_stats: dict[str, dict[str, KeyStats]]  # partner -> key -> counts
     ambiguous: dict[str, int]  # key -> ambiguous reference token values
@@ -43,11 +43,24 @@ class MatchOutcome:
 
     def key_counts(self) -> dict:
         """Per key: ambiguous reference token values; per partner and key: rows matched, conflicts, split and
-        contradicted hits (exact counts, broker-only: the job keeps them in internal/)."""
+        contradicted hits; in scored mode per partner and agreement pattern: links, expected false links (the
+        sum of 1 - posterior) and so estimated precision (exact figures, broker-only: the job keeps them in
+        internal/)."""
+        patterns = (
+            self.rows.filter(pl.col("posterior").is_not_null())
+            .group_by("partner", "rule").agg(pl.len().alias("links"), (1 - pl.col("posterior")).sum().alias("false"))
+            .sort("partner", "links", descending=[False, True])
+        )
         return {
             "ambiguous": self.ambiguous,
             "partners": {partner: {key: asdict(stats) for key, stats in keys.items()}
                          for partner, keys in self.key_stats.items()},
+            "scored_patterns": {
+                partner: {rule: {"links": links, "expected_false_links": round(false, 3),
+                                 "estimated_precision": round(1 - false / links, 4)}
+                          for _, rule, links, false in frame.iter_rows()}
+                for (partner,), frame in patterns.group_by("partner", maintain_order=True)
+            },
         }
 
     def match_table(self) -> pl.DataFrame:
@@ -122,7 +135,7 @@ def run_match(
             key_stats[partner.name], matches = result.keys, result.matches
             has_token = pl.any_horizontal(pl.col(k).is_not_null() for k in keys)
         else:  # scoring has read every key already; reading them again would cost as much memory
-            key_stats[partner.name], matches = {}, scored.links[partner.name].drop("posterior")
+            key_stats[partner.name], matches = {}, scored.links[partner.name]
             has_token = pl.lit(scored.has_token[partner.name])
         base = partner.scan().with_row_index("p_idx").select("p_idx", "handle", has_token.alias("has_token")).collect()
         rows = base.join(matches, on="p_idx", how="left", maintain_order="left")
@@ -130,7 +143,7 @@ def run_match(
             extra = cascade(partner, index, keys).matches.select("p_idx", pl.col("ref_idx").alias(f"x{i}_idx"))
             rows = rows.join(extra, on="p_idx", how="left", maintain_order="left")
         if "score" not in rows.columns:
-            rows = rows.with_columns(pl.lit(None, pl.Float64).alias("score"))
+            rows = rows.with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("score", "posterior"))
         frames.append(rows.with_columns(pl.lit(partner.name).alias("partner")))
     rows = pl.concat(frames, how="diagonal_relaxed")
     reference_rows = primary_attrs.height
@@ -147,7 +160,7 @@ def run_match(
     for i, attrs in enumerate(extra_attrs):
         rows = _attach(rows, attrs.drop("ref_idx"), f"x{i}_idx")
     rows = rows.select(
-        "partner", "handle", "has_token", "rule", "score", "ref_handle", "person", "registered",
+        "partner", "handle", "has_token", "rule", "score", "posterior", "ref_handle", "person", "registered",
         *attribute_names,
     )
     reprotected = {name: p for name, (_, p) in protected.items() if p is not None}
