@@ -101,7 +101,7 @@ def raw_tables(outcome: MatchOutcome, crosstabs: list[list[str]]) -> list[_Raw]:
             sensitivity=m,
         )
     ]
-    scored = rows.filter(pl.col("posterior").is_not_null())
+    scored = rows.filter(pl.col("posterior").is_not_null()) if "posterior" in rows.columns else rows.clear()
     if not scored.is_empty():  # scored mode: the links' own estimate of how many of them are wrong
         tables.append(_Raw(
             name="expected_false_links",
