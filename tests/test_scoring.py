@@ -40,6 +40,7 @@ from cleanroom.broker.scoring import (
     compound_ratios,
     contending_rows,
     could_show,
+    deciding_rows,
     feature_agreement,
     feature_levels,
     features_of,
@@ -49,6 +50,7 @@ from cleanroom.broker.scoring import (
     implied_agreement,
     key_masks,
     link_one_to_one,
+    list_odds,
     random_agreement,
     rarity_bonus,
     rarity_keys,
@@ -199,6 +201,28 @@ def test_a_rarity_key_bounds_the_agreement_of_its_fields_by_its_bar():
     bonus = rarity_bonus(keys, fields, features, u, 100_000)
     assert bonus["rare"] == pytest.approx(np.log2(100_000 / 0.01) + np.log2(0.01 * 0.02))
     assert bonus["common"] == 0.0
+    with_zip = rarity_bonus([KeyInfo(name="z", fields=["first_canon", "zip5"], max_expected_holders=0.01,
+                                     non_null=1)], fields, features, u, 100_000)
+    assert with_zip["z"] == pytest.approx(np.log2(100_000 / 0.01) + np.log2(0.01 * 0.2))
+    nested = features_of(["first_canon", "first_phonetic", "last"])  # the phonetic code has no feature of its own
+    code = KeyInfo(name="code", fields=["first_phonetic", "last"], max_expected_holders=1e-6, non_null=1)
+    assert rarity_bonus([code], ["first_canon", "first_phonetic", "last"], nested, u, 100_000) == {"code": 0.0}
+
+
+def test_the_match_share_is_fitted_on_rows_that_can_decide():
+    """Rows with a birth date or a whole address decide the share (rows without candidates count, as no
+    match); where fewer than MIN_ANCHOR_PAIRS do, every row does; the odds spread the share over N."""
+    fields = ["dob", "first_canon", "house_number", "street"]
+    dob, first, house, street = (1 << i for i in range(4))
+    seen = np.array([dob | first, house | street, house, first] * 100)
+    assert deciding_rows(seen, fields).tolist() == [True, True, False, False] * 100
+    scored = pl.DataFrame({"p_idx": [0, 1, 2, 3], "score": [60.0, 60.0, 60.0, 60.0]}).with_columns(
+        pl.col("p_idx").cast(pl.UInt32))
+    share, odds = list_odds(scored, seen, fields, 1_000)
+    assert share == pytest.approx(2 / 200, rel=1e-3)  # two of the 200 deciding rows have a certain match
+    assert odds == pytest.approx(np.log2(share / ((1 - share) * 1_000)))
+    share, _ = list_odds(scored, seen[:40], fields, 1_000)  # 20 deciding rows: too few, all 40 decide
+    assert share == pytest.approx(4 / 40, rel=1e-3)
 
 
 def test_feature_levels_and_their_random_agreement():

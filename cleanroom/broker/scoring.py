@@ -24,7 +24,7 @@ Weights, without labels:
   fields' u, so the u of every field and level follow by least squares (the
   address's subsets are unknowns of their own, not products of its fields);
   gated keys (`max_expected_holders`) are left out, their tokens being rare
-  values only.
+  values only, unless no other key shows one of their fields.
 - m (agreement of a true match): measured on anchor pairs, which agree exactly
   on every core feature (first name, last name, birth date, street) outside the
   feature's own group, falling back to EM over the agreement patterns where
@@ -60,12 +60,14 @@ import polars as pl
 from cleanroom.broker.duplicates import list_persons
 from cleanroom.broker.load import LoadedBundle
 from cleanroom.bundle import KeyInfo
+from cleanroom.errors import SpecError
 from cleanroom.spec import NAME_VARIANTS
 from cleanroom.variants import shown_fields
 
 MAX_HOLDERS = 20  # tokens held by more reference rows than this make no candidates
 EM_ROUNDS = 100
 MIN_ANCHOR_PAIRS = 50
+MAX_RARITY_KEYS = 64  # bits of the pairs' `rare` column
 MIN_POSTERIOR = 0.5  # every link must also be the row's more likely reading on its own
 MATCH_SHARE_BOUNDS = (1e-4, 0.999)  # the share of rows with a match stays inside: odds stay finite
 # a row's match can be told from a namesake where it carries a birth date or a full address: the list's share of
@@ -269,7 +271,7 @@ def candidate_pairs(
                 p_seen[name] |= np.where(carries, bits, 0)
                 hits[name].append(found.pairs[name].with_columns(
                     pl.lit(exact, pl.UInt32).alias("e"), pl.lit(fuzzy, pl.UInt32).alias("f"),
-                    pl.lit((rare or {}).get(key, 0), pl.UInt32).alias("r"),
+                    pl.lit((rare or {}).get(key, 0), pl.UInt64).alias("r"),
                 ))
     pairs = {}
     for partner in partners:
@@ -723,23 +725,25 @@ def rarity_bonus(keys: list[KeyInfo], fields: list[str], features: list[Feature]
     """Per rarity key (`rarity_keys`): the bits a pair sharing its token gains, where the voter file's bar
     (at most `max_expected_holders` of its N rows hold the values) makes strangers agree on them less often
     than the average u of its fields says: log2(N / bar) + the sum of log2 u of the fields agreeing exactly
-    (a compound's member: summed over the compound's levels where it agrees), or 0."""
+    (a compound's member: summed over the compound's levels where it agrees), or 0; 0 too for a key with a
+    field no feature compares on its own, whose agreement the score holds in another field's level."""
     index = {f: i for i, f in enumerate(fields)}
 
-    def exact_u(field: str) -> float:
+    def exact_u(field: str) -> float | None:
         for j, feature in enumerate(features):
             if index[field] in feature.members:
                 k = feature.members.index(index[field])
                 return float(sum(u[j, s] for s in range(2 ** len(feature.members)) if s >> k & 1))
             if not feature.members and feature.field == index[field]:
                 return float(u[j, 3])
-        return 1.0  # a field no feature compares on its own: no bonus from it
+        return None  # nested under another field's feature (a phonetic code): the key gives no bonus
 
-    return {
-        key.name: max(0.0, float(np.log2(n_reference / key.max_expected_holders)
-                                 + sum(np.log2(exact_u(f)) for f in key.fields)))
-        for key in rarity_keys(keys)
-    }
+    bonus = {}
+    for key in rarity_keys(keys):
+        agree = [exact_u(f) for f in key.fields]
+        bonus[key.name] = 0.0 if None in agree else max(
+            0.0, float(np.log2(n_reference / key.max_expected_holders) + np.log2(agree).sum()))
+    return bonus
 
 
 def rarity_keys(keys: list[KeyInfo]) -> list[KeyInfo]:
@@ -823,10 +827,14 @@ def score_partners(
     n = len(fields)
     masks = key_masks(keys, fields)
     rare = {key.name: 1 << i for i, key in enumerate(rarity_keys(keys))}
+    if len(rare) > MAX_RARITY_KEYS:
+        raise SpecError(f"scored matching reads at most {MAX_RARITY_KEYS} keys with max_expected_holders")
     candidates = candidate_pairs(partners, reference, masks, rare)
     # a gated key's tokens exist for rare values only: its sharing says nothing of how often its fields agree,
-    # nor does its absence show them disagreeing
+    # nor does its absence show them disagreeing; the u fit takes one only for a field no other key shows
     ungated = {key.name: masks[key.name] for key in keys if key.max_expected_holders is None}
+    covered = int(np.bitwise_or.reduce([e | f for e, f in ungated.values()] or [0]))
+    fitted = {name: (e, f) for name, (e, f) in masks.items() if name in ungated or (e | f) & ~covered}
     pairs = {name: shown_agreement(implied_agreement(frame, fields), ungated)
              for name, frame in candidates.pairs.items()}
     counted = pl.concat(pairs.values()).group_by("exact", "fuzzy", "observed").len().sort("exact", "fuzzy", "observed")
@@ -835,7 +843,7 @@ def score_partners(
                                   features)
     counts = counted["len"].to_numpy().astype(float)
     compounds = {f.name: f.members for f in features if f.members}
-    u_fields, u_compounds = random_agreement(candidates.shared, ungated, n, reference.manifest.row_count, compounds,
+    u_fields, u_compounds = random_agreement(candidates.shared, fitted, n, reference.manifest.row_count, compounds,
                                              {f.name: f.implies for f in features if f.members})
     u = feature_agreement(u_fields, features, u_compounds)
     m_em, _ = fit_em(levels, seen, counts, u)

@@ -42,7 +42,8 @@ def match(
     state: StateOption,
     policy: Annotated[Path | None, typer.Option("--policy", help="Consortium document (policy, members, epoch).")] = None,
     crosstab: Annotated[list[str] | None, typer.Option(help="Extra cross-tab, e.g. state_house_district,party,partner.")] = None,
-    mode: Annotated[str, typer.Option(help="cascade (deterministic) or score (learned weights, experimental).")] = "cascade",
+    mode: Annotated[str, typer.Option(help="cascade (deterministic) or score (learned weights, experimental; "
+                                        "for specs made for it, such as examples/scored_spec.toml).")] = "cascade",
 ) -> None:
     """Verify bundles, run the match cascade, write protected reports and per-partner releases."""
     consortium = load_consortium(policy) if policy else None
