@@ -117,6 +117,9 @@ class MatchKey(BaseModel):
                 raise ValueError(f"variant {variant!r}: write deletions:<one of the key's fields>")
         if sum(v.startswith("deletions") for v in self.variants) > 1:
             raise ValueError("a key takes deletions on at most one field")
+        if "swap_names" in self.variants and not _has_both_names(self.fields):
+            raise ValueError("swap_names exchanges first and last name: put it on a key with both (on a key with "
+                             "one, two rows' first names would meet as its last name)")
         if NICKNAMES in self.variants and "first_canon" not in self.fields:
             raise ValueError("the nicknames variant reads first_canon: put it on a key with that field")
         if {PARTIAL_DOB, "dob_dm_swap"} <= set(self.variants):
@@ -148,6 +151,7 @@ class KeySet(BaseModel):
                 v for v in self.variants
                 if (v.partition(":")[2] or "") in ("", *combo)
                 and not (v in NAME_VARIANTS and not _has_name(combo))
+                and not (v == "swap_names" and not _has_both_names(combo))
                 and not (v in DOB_VARIANTS and "dob" not in combo)
                 and not (v == NICKNAMES and "first_canon" not in combo)
             ]
@@ -157,6 +161,10 @@ class KeySet(BaseModel):
 
 def _has_name(fields: tuple[str, ...]) -> bool:
     return any(f.startswith(("first", "last")) for f in fields)
+
+
+def _has_both_names(fields: tuple[str, ...] | list[str]) -> bool:
+    return any(f.startswith("first") for f in fields) and any(f.startswith("last") for f in fields)
 
 
 class MatchSpec(BaseModel):

@@ -367,7 +367,9 @@ def test_key_sets_expand_with_variants_only_where_they_apply():
     assert len(keys) == 4
     by_fields = {tuple(k.fields): k.variants for k in keys}
     assert by_fields[("first_canon", "last", "dob")] == ["swap_names", "dob_dm_swap", "deletions:last"]
-    assert by_fields[("first_canon", "dob", "zip5")] == ["swap_names", "dob_dm_swap"]
+    assert by_fields[("first_canon", "dob", "zip5")] == ["dob_dm_swap"]  # swapping needs both names
+    with pytest.raises(ValueError, match="swap_names exchanges first and last name"):
+        MatchKey(name="last_dob", fields=["last", "dob"], variants=["swap_names"])
     assert KeySet(name="x", fields=["dob", "zip5", "last"], choose=2, include=["last"]).expand()[0].fields[-1] == "last"
 
 
