@@ -7,6 +7,7 @@ from cleanroom import create_identity, hash_file, load_identity, new_key
 from cleanroom.broker.engine import SHARED_CONTACT, run_match
 from cleanroom.broker.load import load_inputs
 from cleanroom.broker.match import cascade, reference_index
+from cleanroom.broker.persons import resolve_persons
 from cleanroom.spec import MatchSpec
 
 KEYS = [
@@ -145,3 +146,32 @@ def test_checks_enter_the_digest_of_specs_that_have_them_only():
     plain = [{k: v for k, v in key.items() if k != "checked_by"} for key in KEYS]
     assert MatchSpec.model_validate({"keys": plain}).digest() != MatchSpec.model_validate({"keys": KEYS}).digest()
     assert "checked_by" not in MatchSpec.model_validate({"keys": plain}).keys[2].model_dump(exclude_none=True)
+
+
+def test_a_row_refused_several_voters_takes_none_of_them_through_a_shared_contact(tmp_path):
+    """Ida (a3) and the row b4 share Ida's own phone: b4 is her person, unless a checking key refused it
+    Ida's voter, be it the only voter refused or one of several."""
+    _cascade(tmp_path, KEYS, VOTERS, LISTS)
+    inputs = load_inputs([tmp_path / "b" / "ref"], [tmp_path / "b" / n for n in LISTS])
+
+    def index(bundle, vault, column, value, name):
+        handles = bundle.scan().select("handle").collect().with_row_index(name)
+        return handles.join(pl.read_parquet(vault).filter(pl.col(column) == value), on="handle")[name].item()
+
+    ida = index(inputs.primary, tmp_path / "v" / "ref" / "vault.parquet", "id", "V5", "ref_idx")
+    jane = index(inputs.primary, tmp_path / "v" / "ref" / "vault.parquet", "id", "V1", "ref_idx")
+    a3 = index(inputs.partners[0], tmp_path / "v" / "a" / "vault.parquet", "row", 3, "p_idx")
+    b4 = index(inputs.partners[1], tmp_path / "v" / "b" / "vault.parquet", "row", 4, "p_idx")
+    rows = pl.DataFrame({"partner": ["a", "b"], "p_idx": [a3, b4], "ref_idx": [ida, None]},
+                        schema={"partner": pl.String, "p_idx": pl.UInt32, "ref_idx": pl.UInt32})
+    partners = {p.name: p for p in inputs.partners}
+
+    def person_of_b4(refused):
+        frame = pl.DataFrame({"partner": ["b"] * len(refused), "p_idx": [b4] * len(refused), "ref_idx": refused},
+                             schema={"partner": pl.String, "p_idx": pl.UInt32, "ref_idx": pl.UInt32})
+        return resolve_persons(rows, partners, inputs.primary, frame)[1]
+
+    assert person_of_b4([]) == ida
+    assert person_of_b4([jane]) == ida
+    assert person_of_b4([ida]) != ida
+    assert person_of_b4([jane, ida]) != ida and person_of_b4([ida, jane]) != ida

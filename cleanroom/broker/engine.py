@@ -147,13 +147,8 @@ def run_match(
         frames.append(rows.with_columns(pl.lit(partner.name).alias("partner")))
     rows = pl.concat(frames, how="diagonal_relaxed")
     reference_rows = primary_attrs.height
-    refused = contradicted.group_by("partner", "p_idx").agg(pl.col("ref_idx").first())
-    persons = resolve_persons(
-        rows.select("partner", "p_idx", "ref_idx").join(
-            refused.rename({"ref_idx": "refused"}), on=["partner", "p_idx"], how="left", maintain_order="left"),
-        {p.name: p for p in inputs.partners},
-        inputs.primary,
-    )
+    persons = resolve_persons(rows.select("partner", "p_idx", "ref_idx"), {p.name: p for p in inputs.partners},
+                              inputs.primary, contradicted.select("partner", "p_idx", "ref_idx"))
     rows = through_contacts(rows.with_columns(persons, (persons < reference_rows).alias("registered")),
                             one_to_one=mode == "score")
     rows = _attach(rows, primary_attrs.drop("ref_idx").rename({"handle": "ref_handle"}), "ref_idx")

@@ -33,9 +33,11 @@ def shared_lines(reference: LoadedBundle) -> pl.LazyFrame:
     return pairs.group_by("token").len().filter(pl.col("len") > 1).select("token")
 
 
-def resolve_persons(rows: pl.DataFrame, partners: dict[str, LoadedBundle], reference: LoadedBundle) -> pl.Series:
-    """Person id per row of `rows` (columns partner, p_idx, ref_idx, and refused: a reference row the row
-    must not take, as a checking key contradicted it, or null), in row order.
+def resolve_persons(rows: pl.DataFrame, partners: dict[str, LoadedBundle], reference: LoadedBundle,
+                    refused: pl.DataFrame | None = None) -> pl.Series:
+    """Person id per row of `rows` (columns partner, p_idx, ref_idx), in row order. `refused` (partner, p_idx,
+    ref_idx) holds reference rows a row must not take, as a checking key contradicted them (any number per
+    row).
 
     Ids below the reference's row count are reference rows (registered people);
     the others stand for unregistered people found only in partner lists.
@@ -81,12 +83,25 @@ def resolve_persons(rows: pl.DataFrame, partners: dict[str, LoadedBundle], refer
     row_starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
     touched = g_sorted[row_starts]
     free = ~fixed[touched]
-    refused = rows.get_column("refused").cast(pl.UInt64).fill_null(np.iinfo(np.uint64).max).to_numpy()[touched]
+    barred = _refused_pairs(rows, refused)
     for _ in range(MAX_ROUNDS):
         token_label = np.minimum.reduceat(labels[g], token_starts)
         best = np.minimum.reduceat(token_label[t][by_row], row_starts)
-        better = free & (best < labels[touched]) & (best != refused)
+        better = free & (best < labels[touched])
+        if barred.size:
+            better &= ~np.isin(touched.astype(np.uint64) << np.uint64(32) | best, barred)
         if not better.any():
             break
         labels[touched[better]] = best[better]
     return pl.Series("person", labels)
+
+
+def _refused_pairs(rows: pl.DataFrame, refused: pl.DataFrame | None) -> np.ndarray:
+    """The (row of `rows`, reference row) pairs `refused` names, each as one integer: row << 32 | ref_idx."""
+    if refused is None or refused.is_empty():
+        return np.zeros(0, np.uint64)
+    return (
+        refused.join(rows.select("partner", "p_idx", "g"), on=["partner", "p_idx"])
+        .select((pl.col("g").cast(pl.UInt64) * 2**32 + pl.col("ref_idx").cast(pl.UInt64)).unique())
+        .to_series().to_numpy()
+    )
