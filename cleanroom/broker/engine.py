@@ -46,21 +46,11 @@ class MatchOutcome:
         contradicted hits; in scored mode per partner and agreement pattern: links, expected false links (the
         sum of 1 - posterior) and so estimated precision (exact figures, broker-only: the job keeps them in
         internal/)."""
-        patterns = (
-            self.rows.filter(pl.col("posterior").is_not_null())
-            .group_by("partner", "rule").agg(pl.len().alias("links"), (1 - pl.col("posterior")).sum().alias("false"))
-            .sort("partner", "links", descending=[False, True])
-        )
         return {
             "ambiguous": self.ambiguous,
             "partners": {partner: {key: asdict(stats) for key, stats in keys.items()}
                          for partner, keys in self.key_stats.items()},
-            "scored_patterns": {
-                partner: {rule: {"links": links, "expected_false_links": round(false, 3),
-                                 "estimated_precision": round(1 - false / links, 4)}
-                          for _, rule, links, false in frame.iter_rows()}
-                for (partner,), frame in patterns.group_by("partner", maintain_order=True)
-            },
+            "scored_patterns": _scored_patterns(self.rows),
         }
 
     def match_table(self) -> pl.DataFrame:
@@ -69,6 +59,24 @@ class MatchOutcome:
             "partner", pl.col("handle").alias("partner_handle"),
             pl.col("ref_handle").alias("reference_handle"), "rule", "score",
         )
+
+
+def _scored_patterns(rows: pl.DataFrame) -> dict:
+    """Per partner and agreement pattern of the scored links: links, expected false links (the sum of
+    1 - posterior) and estimated precision."""
+    if "posterior" not in rows.columns:
+        return {}
+    patterns = (
+        rows.filter(pl.col("posterior").is_not_null())
+        .group_by("partner", "rule").agg(pl.len().alias("links"), (1 - pl.col("posterior")).sum().alias("false"))
+        .sort("partner", "links", descending=[False, True])
+    )
+    found: dict[str, dict] = {}
+    for partner, rule, links, false in patterns.iter_rows():
+        found.setdefault(partner, {})[rule] = {
+            "links": links, "expected_false_links": round(false, 3), "estimated_precision": round(1 - false / links, 4)
+        }
+    return found
 
 
 def _attribute_frame(reference: LoadedBundle, k: int) -> tuple[pl.DataFrame, AttributeProtection | None]:

@@ -101,17 +101,6 @@ def raw_tables(outcome: MatchOutcome, crosstabs: list[list[str]]) -> list[_Raw]:
             sensitivity=m,
         )
     ]
-    scored = rows.filter(pl.col("posterior").is_not_null()) if "posterior" in rows.columns else rows.clear()
-    if not scored.is_empty():  # scored mode: the links' own estimate of how many of them are wrong
-        tables.append(_Raw(
-            name="expected_false_links",
-            title="Expected false links per partner (scored mode, rounded): the sum of 1 - posterior over its "
-                  "scored links; their estimated precision is 1 - this / those links",
-            dims=["partner"],
-            counts=_complete(scored.group_by("partner").agg(
-                (1 - pl.col("posterior")).sum().round().cast(pl.Int64).alias("count")), {"partner": partners}),
-            sensitivity=m,
-        ))
     # Each person's set of lists as a bitmask (one bit per partner), then its label.
     masks = {mask: " & ".join(sorted(p for i, p in enumerate(partners) if mask >> i & 1))
              for mask in range(1, 2 ** m)}
