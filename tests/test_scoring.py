@@ -187,27 +187,37 @@ def test_match_share_is_recovered_from_row_likelihoods(share, seed):
 
 
 def test_a_rarity_key_bounds_the_agreement_of_its_fields_by_its_bar():
-    """A pair sharing a token of a gated key without variants agrees on values the voter file holds at most
-    `bar` times: its fields count log2(N / bar) bits instead of their average log2(1 / u), where more."""
+    """A pair sharing a token of a gated key agrees on values (or a reading of them: swapped, a deletion) the
+    voter file holds at most `bar` times: its fields count log2(N / bar) bits instead of the sum of their
+    log2(1 / u) at the pair's levels, where more; the best of the keys it shares counts, once."""
     fields = ["first_canon", "last", "zip5"]
     features = features_of(fields)
-    u = np.array([[0.9, 0.0, 0.0, 0.01, 0, 0, 0, 0], [0.9, 0.0, 0.0, 0.02, 0, 0, 0, 0],
-                  [0.8, 0.0, 0.0, 0.2, 0, 0, 0, 0]])
+    u = np.array([[0.9, 0.0, 0.004, 0.01, 0, 0, 0, 0], [0.9, 0.0, 0.005, 0.02, 0, 0, 0, 0],
+                  [0.8, 0.0, 0.001, 0.2, 0, 0, 0, 0]])
     keys = [KeyInfo(name="rare", fields=["first_canon", "last"], max_expected_holders=0.01, non_null=1),
             KeyInfo(name="common", fields=["first_canon", "last"], max_expected_holders=1000.0, non_null=1),
-            KeyInfo(name="varied", fields=["first_canon", "last"], variants=["swap_names"],
+            KeyInfo(name="typo", fields=["first_canon", "last"], variants=["deletions:last"],
                     max_expected_holders=0.01, non_null=1),
+            KeyInfo(name="zip", fields=["first_canon", "zip5"], max_expected_holders=0.01, non_null=1),
             KeyInfo(name="plain", fields=["first_canon", "last"], non_null=1)]
-    assert [k.name for k in rarity_keys(keys)] == ["rare", "common"]
-    bonus = rarity_bonus(keys, fields, features, u, 100_000)
-    assert bonus["rare"] == pytest.approx(np.log2(100_000 / 0.01) + np.log2(0.01 * 0.02))
-    assert bonus["common"] == 0.0
-    with_zip = rarity_bonus([KeyInfo(name="z", fields=["first_canon", "zip5"], max_expected_holders=0.01,
-                                     non_null=1)], fields, features, u, 100_000)
-    assert with_zip["z"] == pytest.approx(np.log2(100_000 / 0.01) + np.log2(0.01 * 0.2))
+    assert [k.name for k in rarity_keys(keys)] == ["rare", "common", "typo", "zip"]
+    masks = key_masks(keys, fields)
+    first, last = 1, 2
+    pairs = pl.DataFrame({  # shares: rare; common; typo with the last name exact; typo with it fuzzy; zip; all
+        "exact": [first | last, first | last, first | last, first, first | 4, first | last | 4],
+        "rare": [0b0001, 0b0010, 0b0100, 0b0100, 0b1000, 0b1111],
+    })
+    gains = pairs.select(rarity_bonus(keys, masks, features, u, 100_000).alias("g"))["g"].to_list()
+    bound = np.log2(100_000 / 0.01)
+    expected = [bound + np.log2(0.01 * 0.02), 0.0, bound + np.log2(0.01 * 0.02), bound + np.log2(0.01 * 0.005),
+                bound + np.log2(0.01 * 0.2)]
+    assert gains == pytest.approx([*expected, max(expected)])
     nested = features_of(["first_canon", "first_phonetic", "last"])  # the phonetic code has no feature of its own
-    code = KeyInfo(name="code", fields=["first_phonetic", "last"], max_expected_holders=1e-6, non_null=1)
-    assert rarity_bonus([code], ["first_canon", "first_phonetic", "last"], nested, u, 100_000) == {"code": 0.0}
+    code = [KeyInfo(name="code", fields=["first_phonetic", "last"], max_expected_holders=1e-6, non_null=1)]
+    fields = ["first_canon", "first_phonetic", "last"]
+    gain = pl.DataFrame({"exact": [6], "rare": [1]}).select(
+        rarity_bonus(code, key_masks(code, fields), nested, u, 100_000).alias("g"))["g"].item()
+    assert gain == 0.0
 
 
 def test_the_match_share_is_fitted_on_rows_that_can_decide():
@@ -595,7 +605,7 @@ def test_candidate_pairs_equal_a_plain_join_per_key(scored_bundles):
     keys = reference.manifest.keys
     masks = key_masks(keys, scored_fields(keys))
     rare = {key.name: 1 << i for i, key in enumerate(rarity_keys(keys))}
-    assert len(rare) == 5  # the scored spec's rarity keys
+    assert len(rare) == 14  # the scored spec's rarity keys
     found = candidate_pairs(partners, reference, masks, rare)
     for partner in partners:
         expected = _plain_candidates(partner, reference, masks, rare)

@@ -32,9 +32,10 @@ Weights, without labels:
 A pair's score is the sum of log2(m/u) of its features' levels, lowered by log2
 of how many reference rows hold its rarest agreeing token (term-frequency
 adjustment), and raised where the pair shares a token of a rarity key (a key
-without variants gated by `max_expected_holders`: the voter file expects its
-values at most that many times among its N rows, so two strangers share them
-with probability at most bar / N, less than the fields' average u says).
+gated by `max_expected_holders`: the voter file expects its values, or the
+reading its token stands for, at most that many times among its N rows, so two
+strangers share it with probability at most bar / N, less than the fields'
+average u at the pair's levels may say).
 Posteriors are per partner row: the row's match is one of the N reference rows
 or none, with the list's share of rows that have a match (EM over rows whose
 birth date or address can decide it, `fit_match_share`) as the prior, so each
@@ -720,35 +721,47 @@ def list_odds(scored: pl.DataFrame, seen: np.ndarray, fields: list[str], n_refer
     return share, float(np.log2(share / ((1 - share) * n_reference)))
 
 
-def rarity_bonus(keys: list[KeyInfo], fields: list[str], features: list[Feature], u: np.ndarray, n_reference: int
-                 ) -> dict[str, float]:
-    """Per rarity key (`rarity_keys`): the bits a pair sharing its token gains, where the voter file's bar
-    (at most `max_expected_holders` of its N rows hold the values) makes strangers agree on them less often
-    than the average u of its fields says: log2(N / bar) + the sum of log2 u of the fields agreeing exactly
-    (a compound's member: summed over the compound's levels where it agrees), or 0; 0 too for a key with a
-    field no feature compares on its own, whose agreement the score holds in another field's level."""
-    index = {f: i for i, f in enumerate(fields)}
-
-    def exact_u(field: str) -> float | None:
+def rarity_bonus(keys: list[KeyInfo], masks: dict[str, tuple[int, int]], features: list[Feature], u: np.ndarray,
+                 n_reference: int) -> pl.Expr:
+    """The bits a pair gains from the rarity keys whose token it shares (column `rare`: bit i for the i-th of
+    `rarity_keys`), the most of any. The voter file holds the key's values (or the reading of them its token
+    stands for: swapped, a deletion) at most `max_expected_holders` times by its estimate, so strangers share
+    the token with probability at most bar / N; where the u of the key's fields at the pair's levels (exact,
+    or fuzzy where a variant touches the field and the pair does not agree exactly) multiply to more, the
+    pair gains the difference: log2(N / bar) - the sum of their log2(1 / u). A compound's member counts its
+    marginal u of agreeing. A key with a field no feature compares on its own (a phonetic code nested under
+    its name) gives nothing: the score holds that agreement in another field's level."""
+    def surprise(field: int) -> tuple[float, float] | None:
+        """-log2 u of the field agreeing exactly, and only fuzzily."""
         for j, feature in enumerate(features):
-            if index[field] in feature.members:
-                k = feature.members.index(index[field])
-                return float(sum(u[j, s] for s in range(2 ** len(feature.members)) if s >> k & 1))
-            if not feature.members and feature.field == index[field]:
-                return float(u[j, 3])
-        return None  # nested under another field's feature (a phonetic code): the key gives no bonus
+            if field in feature.members:
+                k = feature.members.index(field)
+                agree = -float(np.log2(sum(u[j, s] for s in range(2 ** len(feature.members)) if s >> k & 1)))
+                return agree, agree
+            if not feature.members and feature.field == field:
+                return -float(np.log2(u[j, 3])), -float(np.log2(u[j, 2]))
+        return None
 
-    bonus = {}
-    for key in rarity_keys(keys):
-        agree = [exact_u(f) for f in key.fields]
-        bonus[key.name] = 0.0 if None in agree else max(
-            0.0, float(np.log2(n_reference / key.max_expected_holders) + np.log2(agree).sum()))
-    return bonus
+    gains = []
+    for i, key in enumerate(rarity_keys(keys)):
+        exact, fuzzy = masks[key.name]
+        fields = [f for f in range((exact | fuzzy).bit_length()) if (exact | fuzzy) >> f & 1]
+        levels = [surprise(f) for f in fields]
+        if None in levels:
+            continue
+        spent = pl.sum_horizontal(
+            pl.lit(on_exact) if exact >> f & 1 else
+            pl.when(pl.col("exact") & (1 << f) != 0).then(on_exact).otherwise(on_fuzzy)
+            for f, (on_exact, on_fuzzy) in zip(fields, levels, strict=True)
+        )
+        gain = (float(np.log2(n_reference / key.max_expected_holders)) - spent).clip(lower_bound=0.0)
+        gains.append(pl.when(pl.col("rare") & (1 << i) != 0).then(gain).otherwise(0.0))
+    return pl.max_horizontal(pl.lit(0.0), *gains)
 
 
 def rarity_keys(keys: list[KeyInfo]) -> list[KeyInfo]:
-    """Keys without variants gated by `max_expected_holders`: sharing a token tells how rare the values are."""
-    return [k for k in keys if k.max_expected_holders is not None and not k.variants]
+    """Keys gated by `max_expected_holders`: sharing a token tells how rare the values (or reading) are."""
+    return [k for k in keys if k.max_expected_holders is not None]
 
 
 def row_posteriors(odds: float) -> pl.Expr:
@@ -850,11 +863,8 @@ def score_partners(
     m = anchored_m(levels, seen, counts, features, fields, fallback=m_em,
                    observed=counted["observed"].to_numpy().astype(np.int64))
     n_reference = reference.manifest.row_count
-    bonus = rarity_bonus(keys, fields, features, u, n_reference)
     weight = pl.sum_horizontal(feature_weight(feature, m[j], u[j]) for j, feature in enumerate(features))
-    weight = weight + pl.max_horizontal(
-        pl.lit(0.0), *(pl.when(pl.col("rare") & rare[key] != 0).then(bits).otherwise(0.0) for key, bits in bonus.items())
-    )
+    weight = weight + rarity_bonus(keys, masks, features, u, n_reference)
     rule = pl.concat_str(
         [pl.when(pl.col("exact") & (1 << i) != 0).then(pl.lit(f))
          .when(pl.col("fuzzy") & (1 << i) != 0).then(pl.lit(f + "~")) for i, f in enumerate(fields)],
