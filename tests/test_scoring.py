@@ -52,6 +52,7 @@ from cleanroom.broker.scoring import (
     key_masks,
     link_one_to_one,
     list_odds,
+    most_readings,
     random_agreement,
     rarity_bonus,
     rarity_keys,
@@ -188,8 +189,8 @@ def test_match_share_is_recovered_from_row_likelihoods(share, seed):
 
 def test_a_rarity_key_bounds_the_agreement_of_its_fields_by_its_bar():
     """A pair sharing a token of a gated key agrees on values (or a reading of them: swapped, a deletion) the
-    voter file holds at most `bar` times: its fields count log2(N / bar) bits instead of the sum of their
-    log2(1 / u) at the pair's levels, where more; the best of the keys it shares counts, once."""
+    voter file holds at most `bar` times, and a row holds k readings: its fields count log2(N / (k bar)) bits
+    instead of the sum of their log2(1 / u) at the pair's levels, where more; the best key it shares counts."""
     fields = ["first_canon", "last", "zip5"]
     features = features_of(fields)
     u = np.array([[0.9, 0.0, 0.004, 0.01, 0, 0, 0, 0], [0.9, 0.0, 0.005, 0.02, 0, 0, 0, 0],
@@ -209,7 +210,9 @@ def test_a_rarity_key_bounds_the_agreement_of_its_fields_by_its_bar():
     })
     gains = pairs.select(rarity_bonus(keys, masks, features, u, 100_000).alias("g"))["g"].to_list()
     bound = np.log2(100_000 / 0.01)
-    expected = [bound + np.log2(0.01 * 0.02), 0.0, bound + np.log2(0.01 * 0.02), bound + np.log2(0.01 * 0.005),
+    typo = bound - np.log2(most_readings(keys[2]))  # a row holds a token per deletion: any of them may meet
+    assert most_readings(keys[2]) == 13 and most_readings(keys[0]) == 1
+    expected = [bound + np.log2(0.01 * 0.02), 0.0, typo + np.log2(0.01 * 0.02), typo + np.log2(0.01 * 0.005),
                 bound + np.log2(0.01 * 0.2)]
     assert gains == pytest.approx([*expected, max(expected)])
     nested = features_of(["first_canon", "first_phonetic", "last"])  # the phonetic code has no feature of its own

@@ -33,9 +33,9 @@ A pair's score is the sum of log2(m/u) of its features' levels, lowered by log2
 of how many reference rows hold its rarest agreeing token (term-frequency
 adjustment), and raised where the pair shares a token of a rarity key (a key
 gated by `max_expected_holders`: the voter file expects its values, or the
-reading its token stands for, at most that many times among its N rows, so two
-strangers share it with probability at most bar / N, less than the fields'
-average u at the pair's levels may say).
+reading its token stands for, at most that many times among its N rows, so a
+stranger holds any of a row's k readings with probability at most k bar / N,
+less than the fields' average u at the pair's levels may say).
 Posteriors are per partner row: the row's match is one of the N reference rows
 or none, with the list's share of rows that have a match (EM over rows whose
 birth date or address can decide it, `fit_match_share`) as the prior, so each
@@ -63,12 +63,15 @@ from cleanroom.broker.load import LoadedBundle
 from cleanroom.bundle import KeyInfo
 from cleanroom.errors import SpecError
 from cleanroom.spec import NAME_VARIANTS
-from cleanroom.variants import shown_fields
+from cleanroom.variants import MAX_DELETIONS, shown_fields
 
 MAX_HOLDERS = 20  # tokens held by more reference rows than this make no candidates
 EM_ROUNDS = 100
 MIN_ANCHOR_PAIRS = 50
 MAX_RARITY_KEYS = 64  # bits of the pairs' `rare` column
+# the most readings a variant gives a row's values (as given included): docs/matching.md, `cleanroom.variants`
+READINGS = {"deletions": 1 + MAX_DELETIONS, "swap_names": 2, "email_names": 3, "dob_dm_swap": 2, "dob_partial": 4,
+            "nicknames": 22}
 MIN_POSTERIOR = 0.5  # every link must also be the row's more likely reading on its own
 MATCH_SHARE_BOUNDS = (1e-4, 0.999)  # the share of rows with a match stays inside: odds stay finite
 # a row's match can be told from a namesake where it carries a birth date or a full address: the list's share of
@@ -725,11 +728,11 @@ def rarity_bonus(keys: list[KeyInfo], masks: dict[str, tuple[int, int]], feature
                  n_reference: int) -> pl.Expr:
     """The bits a pair gains from the rarity keys whose token it shares (column `rare`: bit i for the i-th of
     `rarity_keys`), the most of any. The voter file holds the key's values (or the reading of them its token
-    stands for: swapped, a deletion) at most `max_expected_holders` times by its estimate, so strangers share
-    the token with probability at most bar / N; where the u of the key's fields at the pair's levels (exact,
-    or fuzzy where a variant touches the field and the pair does not agree exactly) multiply to more, the
-    pair gains the difference: log2(N / bar) - the sum of their log2(1 / u). A compound's member counts its
-    marginal u of agreeing. A key with a field no feature compares on its own (a phonetic code nested under
+    stands for: swapped, a deletion) at most `max_expected_holders` times by its estimate, so a stranger
+    holds one token with probability at most bar / N, and any of a row's k readings (`most_readings`) at
+    most k bar / N; where the u of the key's fields at the pair's levels (exact, or fuzzy where a variant
+    touches the field and the pair does not agree exactly) multiply to more, the pair gains the difference:
+    log2(N / (k bar)) - the sum of their log2(1 / u). A compound's member counts its marginal u of agreeing. A key with a field no feature compares on its own (a phonetic code nested under
     its name) gives nothing: the score holds that agreement in another field's level."""
     def surprise(field: int) -> tuple[float, float] | None:
         """-log2 u of the field agreeing exactly, and only fuzzily."""
@@ -754,9 +757,15 @@ def rarity_bonus(keys: list[KeyInfo], masks: dict[str, tuple[int, int]], feature
             pl.when(pl.col("exact") & (1 << f) != 0).then(on_exact).otherwise(on_fuzzy)
             for f, (on_exact, on_fuzzy) in zip(fields, levels, strict=True)
         )
-        gain = (float(np.log2(n_reference / key.max_expected_holders)) - spent).clip(lower_bound=0.0)
+        bound = key.max_expected_holders * most_readings(key)
+        gain = (float(np.log2(n_reference / bound)) - spent).clip(lower_bound=0.0)
         gains.append(pl.when(pl.col("rare") & (1 << i) != 0).then(gain).otherwise(0.0))
     return pl.max_horizontal(pl.lit(0.0), *gains)
+
+
+def most_readings(key: KeyInfo) -> int:
+    """The most tokens a row holds for a key: one per reading of its values, its variants' counts multiplied."""
+    return int(np.prod([READINGS[variant.partition(":")[0]] for variant in key.variants]))
 
 
 def rarity_keys(keys: list[KeyInfo]) -> list[KeyInfo]:
