@@ -732,8 +732,9 @@ def rarity_bonus(keys: list[KeyInfo], masks: dict[str, tuple[int, int]], feature
     holds one token with probability at most bar / N, and any of a row's k readings (`most_readings`) at
     most k bar / N; where the u of the key's fields at the pair's levels (exact, or fuzzy where a variant
     touches the field and the pair does not agree exactly) multiply to more, the pair gains the difference:
-    log2(N / (k bar)) - the sum of their log2(1 / u). A compound's member counts its marginal u of agreeing. A key with a field no feature compares on its own (a phonetic code nested under
-    its name) gives nothing: the score holds that agreement in another field's level."""
+    log2(N / (k bar)) - the sum of their log2(1 / u). A compound's member counts its marginal u of agreeing.
+    A key with a field no feature compares on its own (a phonetic code nested under its name) gives nothing:
+    the score holds that agreement in another field's level."""
     def surprise(field: int) -> tuple[float, float] | None:
         """-log2 u of the field agreeing exactly, and only fuzzily."""
         for j, feature in enumerate(features):
