@@ -323,31 +323,38 @@ def implied_agreement(pairs: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     )
 
 
-def could_show(exact: np.ndarray, fuzzy: np.ndarray, masks: dict[str, tuple[int, int]]) -> np.ndarray:
+def could_show(exact: np.ndarray, fuzzy: np.ndarray, masks: dict[str, tuple[int, int]], exactly: bool = False
+               ) -> np.ndarray:
     """Per pattern, the fields whose agreement some key could have shown: a key containing the field whose
     other fields all agree (exactly where the key shows them exactly). A field outside every such key is
     unknown for the pair, not disagreeing: a moved person with swapped names matches no key holding the
-    birth year, whether or not the year agrees."""
+    birth year, whether or not the year agrees. With `exactly`, the fields whose exact agreement a key
+    without a variant on them could have shown."""
     shown = np.zeros(len(exact), np.int64)
     agree = exact | fuzzy
     for key_exact, key_fuzzy in masks.values():
-        for field in range((key_exact | key_fuzzy).bit_length()):
+        holds = key_exact if exactly else key_exact | key_fuzzy
+        for field in range(holds.bit_length()):
             bit = 1 << field
-            if not (key_exact | key_fuzzy) & bit:
+            if not holds & bit:
                 continue
             others_exact, others_fuzzy = key_exact & ~bit, key_fuzzy & ~bit
             ok = ((exact & others_exact) == others_exact) & ((agree & others_fuzzy) == others_fuzzy)
             shown |= np.where(ok, bit, 0)
-    return shown | agree
+    return shown | (exact if exactly else agree)
 
 
 def shown_agreement(pairs: pl.DataFrame, masks: dict[str, tuple[int, int]]) -> pl.DataFrame:
-    """Pairs with `observed` narrowed to the fields `could_show` finds for their pattern (computed once per pattern)."""
+    """Pairs with `observed` narrowed to the fields `could_show` finds for their pattern, and `unsure`: the
+    fuzzy fields no key could have shown agreeing exactly (a last name and birth date agreeing through a key
+    with deletions of the one and the day/month swap of the other, the pair's other fields disagreeing, may
+    agree exactly or not). Computed once per pattern."""
     patterns = pairs.select("exact", "fuzzy").unique()
-    shown = could_show(
-        patterns["exact"].to_numpy().astype(np.int64), patterns["fuzzy"].to_numpy().astype(np.int64), masks
+    exact, fuzzy = (patterns[c].to_numpy().astype(np.int64) for c in ("exact", "fuzzy"))
+    patterns = patterns.with_columns(
+        pl.Series("_shown", could_show(exact, fuzzy, masks)).cast(pairs.schema["observed"]),
+        pl.Series("unsure", fuzzy & ~could_show(exact, fuzzy, masks, exactly=True)).cast(pairs.schema["fuzzy"]),
     )
-    patterns = patterns.with_columns(pl.Series("_shown", shown).cast(pairs.schema["observed"]))
     return pairs.join(patterns, on=["exact", "fuzzy"], how="left", maintain_order="left").with_columns(
         (pl.col("observed") & pl.col("_shown")).alias("observed")
     ).drop("_shown")
@@ -516,6 +523,7 @@ def feature_weight(feature: Feature, m: np.ndarray, u: np.ndarray) -> pl.Expr:
     return (
         pl.when(pl.col("observed") & (bit | part) == 0).then(0.0)
         .when(pl.col("exact") & bit != 0).then(float(ratio[3]))
+        .when(pl.col("unsure") & bit != 0).then(float(np.log2((m[2] + m[3]) / (u[2] + u[3]))))
         .when(pl.col("fuzzy") & bit != 0).then(float(ratio[2]))
         .when((pl.col("exact") | pl.col("fuzzy")) & part != 0).then(float(ratio[1]))
         .otherwise(float(ratio[0]))
@@ -828,6 +836,20 @@ def link_one_to_one(pairs: pl.DataFrame, score: str = "score", persons: pl.Serie
     return pl.concat(linked) if linked else pairs.clear()
 
 
+def signed_up_again(scored: pl.DataFrame, linked: pl.DataFrame) -> pl.DataFrame:
+    """Pairs of the rows `linked` left out whose most likely candidate, at posterior >= MIN_POSTERIOR, is a
+    reference row the list links already: a second sign-up of that voter whose details differ too much from
+    the first one's for `list_persons` to join them (a row's posterior weighs its candidates and "none", not
+    the other row). Two different people of one list rarely both read as one voter."""
+    best = scored.filter(pl.col("posterior") == pl.col("posterior").max().over("p_idx")).unique(
+        "p_idx", keep="first", maintain_order=True)
+    return (
+        best.filter(pl.col("posterior") >= MIN_POSTERIOR)
+        .join(linked.select("p_idx"), on="p_idx", how="anti", maintain_order="left")
+        .join(linked.select("ref_idx").unique(), on="ref_idx", how="semi", maintain_order="left")
+    )
+
+
 def threshold_for(posteriors: np.ndarray, target: float) -> float:
     """Lowest posterior whose links (all at or above it) reach `target` estimated precision."""
     ordered = np.sort(posteriors)[::-1]
@@ -887,7 +909,8 @@ def score_partners(
         shares[name], odds = list_odds(scored, candidates.seen[name], fields, n_reference)
         scored = scored.with_columns(row_posteriors(odds).alias("posterior"))
         persons = list_persons(bundles[name], rows=contending_rows(scored))
-        links[name] = link_one_to_one(scored, persons=persons).with_columns(rule.alias("rule"))
+        linked = link_one_to_one(scored, persons=persons)
+        links[name] = pl.concat([linked, signed_up_again(scored, linked)]).with_columns(rule.alias("rule"))
     everything = [f.get_column("posterior") for f in links.values()]
     threshold = threshold_for(pl.concat(everything).to_numpy(), target_precision) if everything else 1.0
     threshold = max(threshold, MIN_POSTERIOR)
