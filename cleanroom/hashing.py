@@ -37,7 +37,7 @@ from cleanroom.keys.identity import Identity
 from cleanroom.keys.secret import ConsortiumKey
 from cleanroom.spec import MatchSpec
 from cleanroom.tokens import PACKED, combinations, random_handles, subkeys, token_list, unpacked
-from cleanroom.variants import name_readings, variant_sources
+from cleanroom.variants import AS_WRITTEN, name_readings, variant_sources
 
 VAULT_FILE = "vault.parquet"
 BATCH_ROWS = 500_000
@@ -120,7 +120,10 @@ class HashPlan:
                 raise SpecError(f"attribute column {column!r} is not in the input")
         if id_column is not None and id_column not in available:
             raise SpecError(f"id column {id_column!r} is not in the input")
-        used = {f for k in spec.all_keys for f in k.fields}
+        used = {f for k in spec.all_keys for f in k.fields} | {
+            AS_WRITTEN[v.partition(":")[2]] for k in spec.all_keys for v in k.variants
+            if v.startswith("deletions:") and v.partition(":")[2] in AS_WRITTEN
+        }
         derived: dict[str, pl.Expr] = {}
         sources: dict[str, list[str]] = {}
         primaries: dict[str, str] = {}  # column -> its first derived field a key uses

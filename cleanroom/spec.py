@@ -64,9 +64,10 @@ with first_canon), deletions:<field> (every single-character deletion of one
 field, so two values within one insert, delete, substitute or transpose share
 a token)."""
 
-VARIANT_VERSIONS = {"email_names": "2"}
+VARIANT_VERSIONS = {"email_names": "2", "deletions:first_canon": "2"}
 """Variants whose readings changed, by version (part of the spec digest of specs using them): email_names 2
-reads names run together (johnsmith beside the row's last name Smith)."""
+reads names run together (johnsmith beside the row's last name Smith); deletions:first_canon 2 takes the
+deletions of the first name as written too (a typo in John does not reach John's canonical form)."""
 
 VARIANT_FIELDS = {"street_name": "street"}
 """Derived fields that are error-tolerant variants of another field, used in keys
@@ -235,7 +236,7 @@ class MatchSpec(BaseModel):
             "keys": [key.model_dump(exclude_none=True) for key in self.all_keys],
             "normalizers": normalize.versions(),
         }
-        used = {v.partition(":")[0] for key in self.all_keys for v in key.variants}
+        used = {w for key in self.all_keys for v in key.variants for w in (v, v.partition(":")[0])}
         if used & set(VARIANT_VERSIONS):  # digests of specs without a changed variant stay as they were
             body["variants"] = {v: VARIANT_VERSIONS[v] for v in sorted(used & set(VARIANT_VERSIONS))}
         return blake3.blake3(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -32,6 +32,9 @@ from cleanroom.normalize.names import nickname_links
 from cleanroom.spec import NICKNAMES, PARTIAL_DOB, MatchKey, MatchSpec
 
 MAX_DELETIONS = 12  # deletion variants cover the first 12 characters of a value
+# a field's deletions are also read from its value as written: a typo keeps a name from its canonical form
+# ("jhn" is no nickname of anyone), so one edit of "john" would not meet "johnathan"'s deletions
+AS_WRITTEN = {"first_canon": "first"}
 _EXCHANGE = {"first_name": "last_name", "last_name": "first_name"}
 
 
@@ -135,7 +138,8 @@ def variant_sources(
         for field in key.fields:
             exprs = [pl.col(n) for n in reading.get(field, [])]
             if field == deletion_field:
-                exprs = [d for e in exprs for d in _deletions(e)]
+                written = [pl.col(n) for n in reading.get(AS_WRITTEN.get(field, ""), [])]
+                exprs = [d for e in exprs + written for d in _deletions(e)]
             if field == "first_canon" and NICKNAMES in key.variants:
                 exprs = [linked for e in exprs for linked in _linked_names(e)]
             if field == "dob" and "dob_dm_swap" in key.variants:

@@ -44,6 +44,7 @@ from cleanroom.broker.scoring import (
     deciding_rows,
     feature_agreement,
     feature_levels,
+    feature_weight,
     features_of,
     filled_counts,
     fit_em,
@@ -60,6 +61,7 @@ from cleanroom.broker.scoring import (
     score_partners,
     scored_fields,
     shown_agreement,
+    signed_up_again,
     subset_levels,
     threshold_for,
 )
@@ -72,6 +74,7 @@ from cleanroom.tokens import FORMAT_VERSION, token
 from cleanroom.variants import shown_fields
 from cleanroom.synth import generate_partners, generate_voters, write_frame
 
+_BOUND_M = 1e-3
 SCORED_SPEC = Path(__file__).parent.parent / "examples" / "scored_spec.toml"
 
 pairs_st = st.lists(
@@ -106,6 +109,27 @@ def test_linker_with_persons_shares_a_reference_row_only_within_a_person(pairs, 
     # with every row its own person, the same links as the plain linker
     alone = link_one_to_one(frame, persons=pl.Series(range(16)))
     assert alone.sort("p_idx").equals(link_one_to_one(frame).sort("p_idx"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(pairs_st, st.lists(st.floats(0, 1), min_size=80, max_size=80))
+def test_second_signups_take_only_their_own_most_likely_voter_already_linked(pairs, posteriors):
+    """A row left unlinked joins a link only where its most likely candidate, at posterior >= MIN_POSTERIOR,
+    is a reference row the list links already; no row is linked twice."""
+    frame = pl.DataFrame(pairs, schema=["p_idx", "ref_idx", "score"], orient="row").unique(["p_idx", "ref_idx"])
+    frame = frame.with_columns(pl.Series("posterior", posteriors[: frame.height]))
+    linked = link_one_to_one(frame)
+    extra = signed_up_again(frame, linked)
+    assert pl.concat([linked["p_idx"], extra["p_idx"]]).is_unique().all()
+    assert extra["ref_idx"].is_in(linked["ref_idx"].implode()).all()
+    best = frame.group_by("p_idx").agg(pl.col("posterior").max().alias("best"))
+    checked = extra.join(best, on="p_idx")
+    assert (checked["posterior"] == checked["best"]).all() and (checked["posterior"] >= MIN_POSTERIOR).all()
+    unlinked_best = (frame.join(linked.select("p_idx"), on="p_idx", how="anti")
+                     .join(best, on="p_idx").filter((pl.col("posterior") == pl.col("best"))
+                                                    & (pl.col("posterior") >= MIN_POSTERIOR)))
+    should = unlinked_best.filter(pl.col("ref_idx").is_in(linked["ref_idx"].implode()))["p_idx"].unique()
+    assert sorted(extra["p_idx"].to_list()) == sorted(should.to_list())
 
 
 def test_linker_breaks_ties_by_order():
@@ -496,6 +520,11 @@ def test_a_changed_variant_enters_the_digest_of_specs_using_it_only(monkeypatch)
     before = with_it.digest(), without.digest()
     monkeypatch.setitem(spec_module.VARIANT_VERSIONS, "email_names", "99")
     assert with_it.digest() != before[0] and without.digest() == before[1]
+    first = MatchSpec(keys=[{"name": "k", "fields": ["first_canon", "last"], "variants": ["deletions:first_canon"]}])
+    last = MatchSpec(keys=[{"name": "k", "fields": ["first_canon", "last"], "variants": ["deletions:last"]}])
+    before = first.digest(), last.digest()
+    monkeypatch.setitem(spec_module.VARIANT_VERSIONS, "deletions:first_canon", "99")
+    assert first.digest() != before[0] and last.digest() == before[1]  # one field's deletions changed
 
 
 def test_birth_date_variants_hash_these_values():
@@ -666,6 +695,50 @@ def test_last_name_agreement_implies_its_phonetic_code_and_makes_the_year_showab
     got = shown_agreement(implied_agreement(pairs, fields), key_masks(keys, fields))
     assert got["exact"].to_list() == [2 | 4 | 8]
     assert got["observed"].to_list() == [15]  # the year now counts as disagreeing, not unknown
+
+
+def test_a_fuzzy_field_whose_exact_agreement_no_key_could_show_scores_as_exact_or_fuzzy():
+    """A last name and birth date agreeing through a key with deletions of the one and the day/month swap of
+    the other may agree exactly or not: where no key without those variants could have shown them exact
+    (the first name disagrees), the pair is scored by (m_exact + m_fuzzy) / (u_exact + u_fuzzy), not by the
+    fuzzy level alone."""
+    fields = ["dob", "first", "last"]  # bits 1, 2, 4
+    keys = [KeyInfo(name="ld", fields=["last", "dob"], variants=["dob_dm_swap", "deletions:last"], non_null=1),
+            KeyInfo(name="fld", fields=["first", "last", "dob"], non_null=1),
+            KeyInfo(name="fl", fields=["first", "last"], variants=["deletions:last"], non_null=1)]
+    masks = key_masks(keys, fields)
+    pairs = pl.DataFrame({"exact": [0, 2], "fuzzy": [1 | 4, 4], "observed": [7, 7]},
+                         schema={"exact": pl.UInt32, "fuzzy": pl.UInt32, "observed": pl.UInt32})
+    got = shown_agreement(pairs, masks)
+    # first disagrees: nothing shows last or dob exactly; first agrees: the plain key of the three could have
+    # shown the last name exact had the birth date agreed exactly, which it did not show either
+    assert got["unsure"].to_list() == [1 | 4, 4]
+    agreeing = shown_agreement(pairs.with_columns(pl.lit(2 | 1, pl.UInt32).alias("exact"),
+                                                  pl.lit(4, pl.UInt32).alias("fuzzy")), masks)
+    assert agreeing["unsure"].to_list() == [0, 0]  # first and dob exact: the plain key would have shown last
+    m = np.array([0.1, 0.05, 0.15, 0.7, *[_BOUND_M] * (N_LEVELS - 4)])
+    u = np.array([0.95, 0.001, 0.01, 0.02, *[_BOUND_M] * (N_LEVELS - 4)])
+    feature = features_of(fields)[2]
+    assert feature.name == "last"
+    weights = got.select(feature_weight(feature, m, u).alias("w"))["w"].to_list()
+    assert weights == [pytest.approx(np.log2(0.85 / 0.03))] * 2
+
+
+def test_first_name_deletions_read_the_name_as_written_too():
+    """A typo keeps a name from its canonical form (no nickname table knows "jhn"), so the first name's
+    deletions are also taken of the name as written: Jhn meets John, whose canonical form is longer."""
+    def tokens(variant: str, first: str) -> set[bytes]:
+        spec = MatchSpec(keys=[{"name": "k", "fields": ["first_canon", "last"], "variants": [variant]}])
+        frame = pl.DataFrame({"first_name": [first], "last_name": ["Rivera"]})
+        return set(hash_frame(frame, KEY, spec)[0]["k"].to_list()[0])
+
+    john, typo = tokens("deletions:first_canon", "John"), tokens("deletions:first_canon", "Jhn")
+    assert john & typo and not tokens("deletions:first_canon", "Kyle") & john
+    assert len(john) == 1 + len("johnathan") + 1 + len("john")  # John's canonical form is Johnathan
+    assert len(tokens("deletions:first_canon", "Kyle")) == 1 + len("kyle")  # alike: each deletion once
+    assert not tokens("deletions:last", "John") & tokens("deletions:last", "Jhn")
+    key = KeyInfo(name="k", fields=["first_canon", "last"], variants=["deletions:first_canon"], non_null=1)
+    assert most_readings(key) == 2 * most_readings(key.model_copy(update={"variants": ["deletions:last"]}))
 
 
 def test_scored_links_on_the_birth_date_carry_the_year(scored_bundles):

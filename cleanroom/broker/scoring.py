@@ -63,7 +63,7 @@ from cleanroom.broker.load import LoadedBundle
 from cleanroom.bundle import KeyInfo
 from cleanroom.errors import SpecError
 from cleanroom.spec import NAME_VARIANTS
-from cleanroom.variants import MAX_DELETIONS, shown_fields
+from cleanroom.variants import AS_WRITTEN, MAX_DELETIONS, shown_fields
 
 MAX_HOLDERS = 20  # tokens held by more reference rows than this make no candidates
 EM_ROUNDS = 100
@@ -774,7 +774,10 @@ def rarity_bonus(keys: list[KeyInfo], masks: dict[str, tuple[int, int]], feature
 
 def most_readings(key: KeyInfo) -> int:
     """The most tokens a row holds for a key: one per reading of its values, its variants' counts multiplied."""
-    return int(np.prod([READINGS[variant.partition(":")[0]] for variant in key.variants]))
+    def readings(variant: str) -> int:
+        kind, _, field = variant.partition(":")
+        return READINGS[kind] * (2 if field in AS_WRITTEN else 1)  # deletions of the value as written too
+    return int(np.prod([readings(variant) for variant in key.variants]))
 
 
 def rarity_keys(keys: list[KeyInfo]) -> list[KeyInfo]:
