@@ -840,10 +840,11 @@ def link_one_to_one(pairs: pl.DataFrame, score: str = "score", persons: pl.Serie
 
 
 def signed_up_again(scored: pl.DataFrame, linked: pl.DataFrame) -> pl.DataFrame:
-    """Pairs of the rows `linked` left out whose most likely candidate, at posterior >= MIN_POSTERIOR, is a
-    reference row the list links already: a second sign-up of that voter whose details differ too much from
-    the first one's for `list_persons` to join them (a row's posterior weighs its candidates and "none", not
-    the other row). Two different people of one list rarely both read as one voter."""
+    """Pairs of the rows `linked` (links at posterior >= MIN_POSTERIOR) left out whose most likely candidate,
+    at posterior >= MIN_POSTERIOR, is a reference row the list links already: a second sign-up of that voter
+    whose details differ too much from the first one's for `list_persons` to join them (a row's posterior
+    weighs its candidates and "none", not the other row). Two different people of one list rarely both read
+    as one voter."""
     best = scored.filter(pl.col("posterior") == pl.col("posterior").max().over("p_idx")).unique(
         "p_idx", keep="first", maintain_order=True)
     return (
@@ -912,7 +913,7 @@ def score_partners(
         shares[name], odds = list_odds(scored, candidates.seen[name], fields, n_reference)
         scored = scored.with_columns(row_posteriors(odds).alias("posterior"))
         persons = list_persons(bundles[name], rows=contending_rows(scored))
-        linked = link_one_to_one(scored, persons=persons)
+        linked = link_one_to_one(scored, persons=persons).filter(pl.col("posterior") >= MIN_POSTERIOR)
         links[name] = pl.concat([linked, signed_up_again(scored, linked)]).with_columns(rule.alias("rule"))
     everything = [f.get_column("posterior") for f in links.values()]
     threshold = threshold_for(pl.concat(everything).to_numpy(), target_precision) if everything else 1.0
