@@ -8,9 +8,10 @@ coverage, or with `--profile default` the default profile as generated),
 drawn from a pool of people 1/overlap times the list's size, 80% of them
 voters as far as the file holds them: with a file the list's size, 30% of the
 list is registered at the default overlap 0.3, 80% at 1.0. Hashes both with
-the spec through the real hash path (timed separately), then times
-verification + scoring + one-to-one linking (the cascade with `--mode
-cascade` and a cascade spec) in a fresh process and reports its peak RSS,
+the spec through the real hash path (timed separately), then times the
+bundles' verification and, apart, the match: scoring + one-to-one linking (the
+cascade with `--mode cascade` and a cascade spec) + person resolution, in a
+fresh process, and reports its peak RSS,
 then (untimed) the links' precision and recall against the generator's ground
 truth. With `--keep DIR` the hashed bundles stay in DIR (one folder per size,
 overlap, profile and spec) and a later run with the same options reuses them
@@ -56,10 +57,12 @@ def build(work: Path, voters: int, size: int, spec: Path, overlap: float, profil
         print(f"hash {name:8s} {time.perf_counter() - start:7.1f} s")
 
 
-def score(work: Path, mode: str) -> float:
+def score(work: Path, mode: str) -> tuple[float, float]:
     start = time.perf_counter()
-    outcome = run_match(load_inputs([work / "b" / "voters"], [work / "b" / "partner"]), mode=mode)
-    elapsed = time.perf_counter() - start
+    inputs = load_inputs([work / "b" / "voters"], [work / "b" / "partner"])
+    verified = time.perf_counter()
+    outcome = run_match(inputs, mode=mode)
+    elapsed = verified - start, time.perf_counter() - verified
     links = outcome.match_table()
     quality = evaluate(links, {"partner": pl.read_parquet(work / "truth.parquet")},
                        {"partner": pl.read_parquet(work / "v" / "partner" / "vault.parquet")},
@@ -84,7 +87,7 @@ def main() -> None:
         build(args.build_only, args.voters, args.size, args.spec, args.overlap, args.profile)
         return
     if args.score_only:
-        print(score(args.score_only, args.mode))
+        print(*score(args.score_only, args.mode))
         return
     if args.keep:
         spec = f"{args.spec.stem}-{load_spec(args.spec).digest()[:8]}"  # an edited spec is hashed again
@@ -109,11 +112,12 @@ def _build(work: Path, args: argparse.Namespace) -> None:
 def _time(work: Path, mode: str) -> None:
     child = subprocess.Popen([sys.executable, __file__, "--score-only", str(work), "--mode", mode],
                              stdout=subprocess.PIPE, text=True)
-    seconds = float(child.stdout.read())
+    verify, match = (float(s) for s in child.stdout.read().split())
     _, status, usage = os.wait4(child.pid, 0)
     if status:
         raise SystemExit("scoring failed")
-    print(f"verify + score + link  {seconds:7.1f} s  peak RSS {usage.ru_maxrss / 1024:,.0f} MB")
+    print(f"verify {verify:.1f} s + score + link {match:.1f} s = {verify + match:.1f} s  "
+          f"peak RSS {usage.ru_maxrss / 1024:,.0f} MB")
 
 
 if __name__ == "__main__":
