@@ -873,11 +873,11 @@ def hard_full_coverage(tmp_path_factory):
 
 
 def test_scored_quality_on_the_hard_profile_with_full_coverage(hard_full_coverage):
-    """Fixed seed, small: precision at the issue's bar; recall (about 0.89 here) short of its 0.99, see
-    docs/matching.md. The key is new on every run, so figures move by a few links."""
+    """Fixed seed, small: precision at the issue's bar; recall (0.987 here) just short of its 0.99, see
+    docs/matching.md. The key is new on every run, so figures may move by a few links."""
     overall = hard_full_coverage[1].overall
     assert overall.precision >= 0.995
-    assert overall.recall >= 0.88
+    assert overall.recall >= 0.975
 
 
 def test_scored_links_state_their_expected_false_links(hard_full_coverage):
