@@ -20,6 +20,7 @@ from cleanroom.broker.job import (
 )
 from cleanroom.broker.load import load_inputs
 from cleanroom.broker.releases import RELEASE_FILE, verify_release
+from cleanroom.broker.scoring import SECOND_SIGNUP_POSTERIOR
 from cleanroom.cli import main
 from cleanroom.errors import PolicyError, SpecError, VerificationError
 from cleanroom.evaluate import evaluate
@@ -246,7 +247,8 @@ def test_rows_take_the_reference_row_of_their_person_through_a_shared_contact():
 
 def test_score_mode_links_one_to_one_with_scores(world):
     """Each partner row once; a reference row once per person of a list (rows sharing an email or phone), but
-    for second sign-ups (`scoring.signed_up_again`), few."""
+    for second sign-ups (`scoring.signed_up_again`): every person but one of such a reference row linked at
+    SECOND_SIGNUP_POSTERIOR or more."""
     refs, parts = bundles(world)
     inputs = load_inputs(refs, parts)
     outcome = run_match(inputs, mode="score")
@@ -261,8 +263,13 @@ def test_score_mode_links_one_to_one_with_scores(world):
     ])
     labelled = table.join(persons, on=["partner", "partner_handle"])
     assert labelled.height == table.height
-    per_reference = labelled.group_by("partner", "reference_handle").agg(pl.col("list_person").n_unique())
-    assert (per_reference["list_person"] == 1).mean() > 0.97
+    posteriors = outcome.rows.select("partner", pl.col("handle").alias("partner_handle"), "posterior")
+    per_person = (labelled.filter(pl.col("rule") != SHARED_CONTACT).join(posteriors, on=["partner", "partner_handle"])
+                  .group_by("partner", "reference_handle", "list_person").agg(pl.col("posterior").max()))
+    per_reference = per_person.group_by("partner", "reference_handle").agg(
+        pl.len().alias("persons"), (pl.col("posterior") < SECOND_SIGNUP_POSTERIOR).sum().alias("below"))
+    assert (per_reference["below"] <= 1).all()
+    assert (per_reference["persons"] == 1).mean() > 0.97
     assert labelled.select(pl.struct("partner", "reference_handle").is_duplicated().any()).item()  # duplicates exist
     with pytest.raises(SpecError):
         run_match(load_inputs(refs, parts), mode="fuzzy")

@@ -119,7 +119,7 @@ def test_second_signups_take_only_their_own_most_likely_voter_already_linked(pai
     SECOND_SIGNUP_POSTERIOR, is a reference row the list links already; no row is linked twice."""
     frame = pl.DataFrame(pairs, schema=["p_idx", "ref_idx", "score"], orient="row").unique(["p_idx", "ref_idx"])
     frame = frame.with_columns(pl.Series("posterior", posteriors[: frame.height]))
-    linked = link_one_to_one(frame)
+    linked = link_one_to_one(frame).filter(pl.col("posterior") >= MIN_POSTERIOR)  # as score_partners does
     extra = signed_up_again(frame, linked)
     assert pl.concat([linked["p_idx"], extra["p_idx"]]).is_unique().all()
     assert extra["ref_idx"].is_in(linked["ref_idx"].implode()).all()

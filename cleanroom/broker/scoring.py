@@ -6,7 +6,9 @@ exactly (a key without variants containing the field agrees), only fuzzily (a
 key whose variant touches the field agrees: deletion neighbourhood, swapped
 names, day/month swap) or not at all; a field either row lacks is unknown, and
 so is a field no key could have shown for the pair (every key holding it also
-holds a field the pair disagrees on).
+holds a field the pair disagrees on). A fuzzy field that no key without a
+variant on it could have shown exact (its other fields disagree) may agree
+exactly or not: it is weighed at "exact or fuzzy", (m_e + m_f) / (u_e + u_f).
 The model compares features, not fields: a name's phonetic code is nested
 under the name as a partial level (disagree < phonetic code only < fuzzy <
 exact), so a name agreeing exactly counts once, not again through its code;
@@ -46,7 +48,9 @@ state-sized file and a list of mostly unregistered people lower every
 posterior, as they should. Pairs are linked one to one (mutual best choices,
 round by round) above the posterior threshold whose links reach the target
 precision by the model's own estimate, each link also more likely than not
-(MIN_POSTERIOR) on its own.
+(MIN_POSTERIOR) on its own; a row left out whose most likely voter, at
+SECOND_SIGNUP_POSTERIOR, its list links already is linked too (a second
+sign-up, `signed_up_again`).
 """
 
 from __future__ import annotations
@@ -745,7 +749,8 @@ def rarity_bonus(keys: list[KeyInfo], masks: dict[str, tuple[int, int]], feature
     touches the field and the pair does not agree exactly) multiply to more, the pair gains the difference:
     log2(N / (k bar)) - the sum of their log2(1 / u). A compound's member counts its marginal u of agreeing.
     A key with a field no feature compares on its own (a phonetic code nested under its name) gives nothing:
-    the score holds that agreement in another field's level."""
+    the score holds that agreement in another field's level. An exact-or-fuzzy field (`unsure`) is priced at
+    its fuzzy u here, more than the score took for it: the bonus errs low."""
     def surprise(field: int) -> tuple[float, float] | None:
         """-log2 u of the field agreeing exactly, and only fuzzily."""
         for j, feature in enumerate(features):
