@@ -120,10 +120,8 @@ class HashPlan:
                 raise SpecError(f"attribute column {column!r} is not in the input")
         if id_column is not None and id_column not in available:
             raise SpecError(f"id column {id_column!r} is not in the input")
-        used = {f for k in spec.all_keys for f in k.fields} | {
-            AS_WRITTEN[v.partition(":")[2]] for k in spec.all_keys for v in k.variants
-            if v.startswith("deletions:") and v.partition(":")[2] in AS_WRITTEN
-        }
+        variant_fields = {v.partition(":")[2] for k in spec.all_keys for v in k.variants}  # deletions:<field>
+        used = {f for k in spec.all_keys for f in k.fields} | {AS_WRITTEN[f] for f in variant_fields & AS_WRITTEN.keys()}
         derived: dict[str, pl.Expr] = {}
         sources: dict[str, list[str]] = {}
         primaries: dict[str, str] = {}  # column -> its first derived field a key uses
